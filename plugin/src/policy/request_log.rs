@@ -1,0 +1,154 @@
+//! The one structured log line written for every request.
+//!
+//! Everything an SRE needs to follow a request through the mesh from a log search: the
+//! correlation ID, where it came from, which policy governed the request and why, what was
+//! decided and how the request ended. Values that came off the wire are escaped by the JSON
+//! serializer, so a hostile header can never split or forge a log line.
+
+use serde::Serialize;
+
+/// One request's log record, serialized as a single JSON object.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RequestLog<'a> {
+    /// The correlation ID the request carried upstream.
+    pub correlation_id: Option<&'a str>,
+    /// `kept`, `generated` or `replaced`.
+    pub correlation: Option<&'static str>,
+    /// Why an incoming ID was replaced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation_invalid: Option<&'static str>,
+    /// `kept`, `generated`, `replaced`; absent when traceparent handling is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<&'static str>,
+    /// Envoy route name (empty when the route has none or no route matched).
+    pub route: &'a str,
+    /// Governing policy, or `none`.
+    pub policy: &'a str,
+    /// Where the policy came from: `route_metadata`, `route_map`, `default`, `none`.
+    pub policy_source: &'static str,
+    /// The route's metadata named a policy that does not exist.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub metadata_policy_unknown: bool,
+    /// `enforce` or `dry_run`; absent without a policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<&'static str>,
+    /// What Fusebox decided: `allow`, a rejection (`deadline_exceeded`), or in dry-run mode
+    /// the rejection it would have made (`would_deadline_exceeded`).
+    pub decision: &'static str,
+    /// Budget left for the upstream when the request was decided, in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remaining_ms: Option<f64>,
+    /// The caller's deadline, when one was honored, in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caller_deadline_ms: Option<f64>,
+    /// Why a caller's deadline header was ignored: `malformed`, `overflow`, `absurd`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caller_deadline_ignored: Option<&'static str>,
+    /// Retries granted within the budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// How the breaker saw the request: `admitted`, `probe`, `rejected`, or `unavailable`
+    /// when its state could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<&'static str>,
+    /// How the breaker counted the outcome: `success`, `failure`, `abandoned`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breaker_outcome: Option<&'static str>,
+    /// The request's criticality, when the policy sheds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<&'static str>,
+    /// Whole tokens left in its bucket after it took one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_left: Option<u64>,
+    /// HTTP status sent downstream.
+    pub status: Option<u64>,
+    /// Envoy's response code details, e.g. `via_upstream`, `response_timeout`.
+    pub code_details: Option<&'a str>,
+    /// Envoy's response flags as its access logs write them (`UT`, `UF,URX`, `-`).
+    pub response_flags: Option<String>,
+    /// Time from the request headers reaching Fusebox to the end of the stream, in ms.
+    pub duration_ms: f64,
+}
+
+/// The log line written when a breaker changes phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct BreakerTransitionLog<'a> {
+    /// Always `breaker_transition`.
+    pub event: &'static str,
+    /// The breaker's policy.
+    pub policy: &'a str,
+    /// What the breaker covers: `route`, or the upstream cluster's name.
+    pub scope: &'a str,
+    /// `opened`, `half_opened`, `closed`.
+    pub transition: &'static str,
+    /// Why it opened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// How long it stays open, in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_for_ms: Option<u64>,
+    /// The request whose admission or outcome caused the change.
+    pub correlation_id: Option<&'a str>,
+}
+
+impl BreakerTransitionLog<'_> {
+    /// The record as one line of JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+}
+
+impl RequestLog<'_> {
+    /// The record as one line of JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+}
+
+/// Whole microseconds as fractional milliseconds, the unit of Envoy's own access logs.
+pub fn nanos_to_millis(nanos: u64) -> f64 {
+    (nanos / 1_000) as f64 / 1_000.0
+}
+
+/// A duration as fractional milliseconds, with microsecond resolution.
+pub fn duration_millis(duration: std::time::Duration) -> f64 {
+    nanos_to_millis(u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn hostile_values_stay_inside_one_valid_json_line() {
+        let log = RequestLog {
+            correlation_id: Some("abc"),
+            route: "r\n{\"forged\":true}",
+            policy: "none",
+            code_details: Some("x\"y\u{0}"),
+            ..RequestLog::default()
+        };
+        let line = log.to_json();
+        assert!(!line.contains('\n'));
+        let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(parsed["route"], "r\n{\"forged\":true}");
+        assert_eq!(parsed["code_details"], "x\"y\u{0}");
+        assert!(parsed.get("forged").is_none());
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn optional_fields_are_left_out_rather_than_null() {
+        let line = RequestLog::default().to_json();
+        let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert!(parsed.get("mode").is_none());
+        assert!(parsed.get("metadata_policy_unknown").is_none());
+        assert!(parsed.get("correlation_invalid").is_none());
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn durations_are_milliseconds_with_microsecond_resolution() {
+        assert_eq!(nanos_to_millis(1_234_567), 1.234);
+        assert_eq!(nanos_to_millis(999), 0.0);
+    }
+}

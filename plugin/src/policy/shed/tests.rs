@@ -1,0 +1,241 @@
+//! The token bucket driven with explicit time.
+
+use fusebox_policy_schema::Priority;
+use wasm_bindgen_test::wasm_bindgen_test;
+
+use super::*;
+
+const T0: u64 = 1_732_000_000_000_000;
+const SECOND: u64 = 1_000_000;
+
+fn limits(rate: f64, burst: u64, critical: f64, normal: f64) -> Limits {
+    let burst_micro = burst * MICRO;
+    Limits {
+        rate,
+        burst_micro,
+        reserve_critical_micro: (burst_micro as f64 * critical) as u64,
+        reserve_normal_micro: (burst_micro as f64 * normal) as u64,
+    }
+}
+
+fn admitted(take: Take) -> bool {
+    matches!(take, Take::Admitted { .. })
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_new_bucket_is_full_and_a_burst_drains_it() {
+    let l = limits(10.0, 5, 0.0, 0.0);
+    let mut b = Bucket::default();
+    for expected in (0..5).rev() {
+        assert_eq!(
+            b.take(&l, Priority::Normal, T0),
+            Take::Admitted {
+                remaining: expected
+            }
+        );
+    }
+    assert_eq!(
+        b.take(&l, Priority::Normal, T0),
+        Take::Shed {
+            retry_after_ms: 100
+        }
+    );
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn refill_is_exact_and_capped_at_the_burst() {
+    let l = limits(2.0, 4, 0.0, 0.0);
+    let mut b = Bucket::default();
+    for _ in 0..4 {
+        b.take(&l, Priority::Normal, T0);
+    }
+    b.refill(&l, T0 + SECOND / 2);
+    assert_eq!(b.tokens_micro, MICRO, "half a second at 2/s is one token");
+    b.refill(&l, T0 + 3_600 * SECOND);
+    assert_eq!(
+        b.tokens_micro,
+        4 * MICRO,
+        "a long idle gap fills the bucket, no more"
+    );
+    b.refill(&l, u64::MAX);
+    assert_eq!(b.tokens_micro, 4 * MICRO, "even an absurd clock jump");
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_clock_stepping_back_earns_nothing_and_re_anchors() {
+    let l = limits(1.0, 10, 0.0, 0.0);
+    let mut b = Bucket::default();
+    for _ in 0..10 {
+        b.take(&l, Priority::Normal, T0);
+    }
+    b.refill(&l, T0 - 60 * SECOND);
+    assert_eq!(b.tokens_micro, 0, "going back in time earns nothing");
+    assert_eq!(
+        b.last_refill_us,
+        T0 - 60 * SECOND,
+        "and re-anchors the refill clock"
+    );
+    b.refill(&l, T0 - 58 * SECOND);
+    assert_eq!(
+        b.tokens_micro,
+        2 * MICRO,
+        "time after the step is earned at the rate"
+    );
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn sheddable_goes_first_and_critical_keeps_a_reserve() {
+    // Burst 10: normal keeps 2 back for critical, sheddable keeps 5 back.
+    let l = limits(0.001, 10, 0.2, 0.5);
+    let mut b = Bucket::default();
+    let sheddable = (0..10)
+        .filter(|_| admitted(b.take(&l, Priority::Sheddable, T0)))
+        .count();
+    assert_eq!(sheddable, 5, "sheddable stops at the normal reserve");
+    let normal = (0..10)
+        .filter(|_| admitted(b.take(&l, Priority::Normal, T0)))
+        .count();
+    assert_eq!(normal, 3, "normal stops at the critical reserve");
+    let critical = (0..10)
+        .filter(|_| admitted(b.take(&l, Priority::Critical, T0)))
+        .count();
+    assert_eq!(critical, 2, "critical takes the last tokens");
+    assert_eq!(b.tokens_micro, 0);
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn retry_after_is_when_a_token_for_that_class_is_there() {
+    let l = limits(1.0, 10, 0.2, 0.5);
+    let mut b = Bucket {
+        owner: 0,
+        tokens_micro: 0,
+        last_refill_us: T0,
+    };
+    assert_eq!(
+        b.take(&l, Priority::Critical, T0),
+        Take::Shed {
+            retry_after_ms: 1_000
+        }
+    );
+    assert_eq!(
+        b.take(&l, Priority::Normal, T0),
+        Take::Shed {
+            retry_after_ms: 3_000
+        }
+    );
+    assert_eq!(
+        b.take(&l, Priority::Sheddable, T0),
+        Take::Shed {
+            retry_after_ms: 6_000
+        }
+    );
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn codecs_round_trip_and_refuse_other_layouts() {
+    let bucket = Bucket {
+        owner: 7,
+        tokens_micro: 123,
+        last_refill_us: T0,
+    };
+    assert_eq!(Bucket::decode(&bucket.encode()), Some(bucket));
+    assert_eq!(Bucket::decode(&[]), None);
+    assert_eq!(Bucket::decode(&bucket.encode()[..24]), None);
+    let mut other = bucket.encode();
+    other[0] = 9;
+    assert_eq!(Bucket::decode(&other), None);
+    let in_flight = InFlight { count: 3 };
+    assert_eq!(InFlight::decode(&in_flight.encode()), Some(in_flight));
+    assert_eq!(InFlight::decode(&[2, 0, 0, 0, 0]), None);
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn the_bulkhead_never_goes_over_or_below() {
+    let mut in_flight = InFlight::default();
+    assert!(in_flight.acquire(2));
+    assert!(in_flight.acquire(2));
+    assert!(!in_flight.acquire(2));
+    in_flight.release();
+    in_flight.release();
+    in_flight.release();
+    assert_eq!(in_flight.count, 0);
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn priorities_parse_case_insensitively_and_nothing_else() {
+    assert_eq!(parse_priority(b"CRITICAL"), Some(Priority::Critical));
+    assert_eq!(parse_priority(b"sheddable"), Some(Priority::Sheddable));
+    assert_eq!(parse_priority(b"critical "), None);
+    assert_eq!(parse_priority(b""), None);
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Take(Priority),
+        Advance(u64),
+        Rewind(u64),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            prop_oneof![
+                Just(Priority::Critical),
+                Just(Priority::Normal),
+                Just(Priority::Sheddable)
+            ]
+            .prop_map(Step::Take),
+            (0u64..10 * SECOND).prop_map(Step::Advance),
+            (0u64..10 * SECOND).prop_map(Step::Rewind),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn tokens_stay_within_zero_and_burst(
+            rate in 0.001f64..10_000.0,
+            burst in 1u64..1_000,
+            critical in 0.0f64..0.5,
+            extra in 0.0f64..0.49,
+            steps in proptest::collection::vec(step(), 1..200),
+        ) {
+            let l = limits(rate, burst, critical, critical + extra);
+            let mut b = Bucket::default();
+            let mut now = T0;
+            for step in steps {
+                match step {
+                    Step::Take(priority) => {
+                        let before = { let mut probe = b; probe.refill(&l, now); probe.tokens_micro };
+                        match b.take(&l, priority, now) {
+                            Take::Admitted { .. } => {
+                                prop_assert!(before >= l.floor_micro(priority) + MICRO);
+                                prop_assert_eq!(b.tokens_micro, before - MICRO);
+                            }
+                            Take::Shed { retry_after_ms } => {
+                                prop_assert!(before < l.floor_micro(priority) + MICRO);
+                                prop_assert!(retry_after_ms >= 1 || before + MICRO > l.floor_micro(priority) + MICRO);
+                                prop_assert_eq!(b.tokens_micro, before);
+                            }
+                        }
+                    }
+                    Step::Advance(us) => now += us,
+                    Step::Rewind(us) => now -= us.min(now - T0 / 2),
+                }
+                prop_assert!(b.tokens_micro <= l.burst_micro);
+            }
+        }
+
+        #[test]
+        fn refill_over_a_gap_matches_the_rate(rate in 0.01f64..1_000.0, burst in 1u64..10_000, gap_ms in 0u64..100_000) {
+            let l = limits(rate, burst, 0.0, 0.0);
+            let mut b = Bucket { owner: 0, tokens_micro: 0, last_refill_us: T0 };
+            b.refill(&l, T0 + gap_ms * 1_000);
+            let expected = ((gap_ms * 1_000) as f64 * rate).min(l.burst_micro as f64);
+            prop_assert!((b.tokens_micro as f64 - expected).abs() <= 1.0, "{} vs {}", b.tokens_micro, expected);
+        }
+    }
+}
