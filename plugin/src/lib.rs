@@ -1,0 +1,13 @@
+//! Fusebox: resilience policies for Envoy, as a proxy-wasm HTTP filter.
+//!
+//! Two halves, kept apart on purpose:
+//! - [`policy`]: the pure core. State machines and decisions that take time and randomness as
+//!   arguments and never call the host, so they are tested natively with explicit time,
+//!   benchmarked with criterion, and run unchanged on wasm32.
+//! - `proxy` (wasm32-wasip1 only): the thin proxy-wasm glue that reads headers and properties,
+//!   asks the core, and applies its decision.
+
+pub mod policy;
+
+#[cfg(all(target_os = "wasi", not(test)))]
+mod proxy;

@@ -1,0 +1,123 @@
+//! The root context: validates the configuration once per VM and hands every stream what it
+//! needs. An invalid configuration refuses the filter, with every problem in Envoy's log.
+
+use std::rc::Rc;
+
+use fusebox_policy_schema::Config;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{ContextType, LogLevel};
+
+use super::breaker;
+use super::host;
+use super::http::FuseboxHttp;
+use super::metrics::{Metrics, FLUSH_PERIOD};
+use super::shared::HostStore;
+use super::shed::ShedRuntime;
+use crate::policy::shared::{SharedStore, SharedValue};
+use crate::policy::shed::InFlight;
+
+/// What every stream of this VM shares: immutable after `on_configure`.
+pub struct Runtime {
+    pub config: Config,
+    pub metrics: Metrics,
+    /// Per policy: the breaker configuration's fingerprint, part of its shared-data key.
+    pub breaker_fingerprints: Vec<u64>,
+    /// Per policy: what shedding needs on every request.
+    pub shed: Vec<Option<ShedRuntime>>,
+}
+
+#[derive(Default)]
+pub struct FuseboxRoot {
+    runtime: Option<Rc<Runtime>>,
+}
+
+impl Context for FuseboxRoot {}
+
+impl RootContext for FuseboxRoot {
+    fn on_configure(&mut self, _configuration_size: usize) -> bool {
+        match fusebox_policy_schema::parse(&host::plugin_configuration()) {
+            Ok(config) => {
+                host::log(
+                    LogLevel::Info,
+                    &format!(
+                        "configured with {} policies (correlation header `{}`)",
+                        config.policies().len(),
+                        config.correlation.header
+                    ),
+                );
+                let metrics = Metrics::define(&config);
+                let breaker_fingerprints = config
+                    .policies()
+                    .iter()
+                    .map(|policy| {
+                        let fingerprint = policy
+                            .breaker
+                            .as_ref()
+                            .map_or(0, |config| config.fingerprint());
+                        breaker::initialise(policy, fingerprint);
+                        fingerprint
+                    })
+                    .collect();
+                let shed = config.policies().iter().map(ShedRuntime::new).collect();
+                let _ = hostcalls::set_tick_period(FLUSH_PERIOD);
+                self.runtime = Some(Rc::new(Runtime {
+                    config,
+                    metrics,
+                    breaker_fingerprints,
+                    shed,
+                }));
+                true
+            }
+            Err(errors) => {
+                let count = errors.iter().count();
+                host::log(
+                    LogLevel::Error,
+                    &format!("invalid configuration, refusing to start ({count} problems):"),
+                );
+                for error in errors.iter() {
+                    host::log(LogLevel::Error, &format!("config error: {error}"));
+                }
+                false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(runtime) = &self.runtime {
+            // The in-flight gauge reports the shared count itself, not whatever this worker
+            // last saw: gauges are process-wide and the workers flush at different moments.
+            for ((policy, shed), config) in runtime
+                .shed
+                .iter()
+                .enumerate()
+                .zip(runtime.config.policies())
+            {
+                let (Some(shed), Some(_)) =
+                    (shed, config.shed.as_ref().and_then(|s| s.max_in_flight))
+                else {
+                    continue;
+                };
+                let count = HostStore
+                    .get(&shed.in_flight_key)
+                    .and_then(|(bytes, _)| InFlight::decode(&bytes))
+                    .unwrap_or_default()
+                    .count;
+                if let Some(id) = runtime.config.policy_id_at(policy) {
+                    runtime.metrics.set_in_flight(id, u64::from(count));
+                }
+            }
+            runtime.metrics.flush();
+        }
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        // Envoy only creates streams after a successful on_configure; should it ever not, the
+        // stream passes through untouched rather than panicking the VM.
+        Some(Box::new(FuseboxHttp::new(self.runtime.clone())))
+    }
+}

@@ -1,0 +1,28 @@
+//! [`SharedStore`] over proxy-wasm shared data: one store per `vm_id`, shared by every worker
+//! of the Envoy process, with Envoy's compare-and-swap.
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::Status;
+
+use crate::policy::shared::{SharedStore, WriteError};
+
+/// The host's shared data.
+pub struct HostStore;
+
+impl SharedStore for HostStore {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        match hostcalls::get_shared_data(key) {
+            Ok((Some(bytes), cas)) => Some((bytes, cas.unwrap_or(0))),
+            _ => None,
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), WriteError> {
+        let cas = (cas != 0).then_some(cas);
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(WriteError::CasMismatch),
+            Err(_) => Err(WriteError::Host),
+        }
+    }
+}
