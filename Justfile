@@ -1,0 +1,33 @@
+# Fusebox's everyday recipes; each is the same command as its cargo alias.
+
+# Build the plugin and run the demo: Envoy + fusebox + upstream on 127.0.0.1:10000.
+demo:
+    cargo demo
+
+# Provision everything and run the whole test suite (what CI runs).
+test:
+    cargo test-all
+
+# Install wasm targets, Envoy and the wasm test runner into .tools/.
+provision:
+    cargo harness provision
+
+# Build fusebox.wasm (release, wasm32-wasip1) and print its path.
+build:
+    cargo harness build
+
+# Rewrite the checked-in demo Envoy config and Istio WasmPlugin after changing their description.
+render:
+    cargo harness render
+
+# Regenerate the checked-in JSON Schema after changing the config types.
+schema:
+    FUSEBOX_UPDATE_SCHEMA=1 cargo test -p fusebox-policy-schema --test schema
+
+# Criterion micro-benchmarks of the policy core.
+bench:
+    cargo bench -p fusebox-benches
+
+# Run the controllable test upstream alone.
+upstream addr="127.0.0.1:8081":
+    cargo harness upstream {{addr}}
