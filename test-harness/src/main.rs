@@ -100,8 +100,9 @@ fn provision_all() -> Result<Tools, String> {
 
 /// The whole suite, in the order that fails fastest on the commonest mistakes.
 fn test() -> Result<(), String> {
-    let tools = provision_all()?;
+    // Formatting first: it needs nothing provisioned and is the commonest slip.
     run_step("format", cargo().args(["fmt", "--all", "--check"]))?;
+    let tools = provision_all()?;
     run_step(
         "lint (native)",
         cargo().args([
