@@ -25,7 +25,12 @@ impl RouteMetadataCache {
         route: &str,
         read: impl FnOnce() -> Option<Vec<u8>>,
     ) -> Option<Vec<u8>> {
-        if let Some(cached) = self.routes.try_borrow().ok().and_then(|routes| routes.get(route).cloned()) {
+        if let Some(cached) = self
+            .routes
+            .try_borrow()
+            .ok()
+            .and_then(|routes| routes.get(route).cloned())
+        {
             return cached;
         }
         let value = read();
@@ -61,7 +66,11 @@ mod tests {
         assert_eq!(cache.get_or_read("a", read), Some(b"payments".to_vec()));
         assert_eq!(reads.get(), 1);
         assert_eq!(cache.get_or_read("b", || None), None);
-        assert_eq!(cache.get_or_read("b", read), None, "absence is remembered too");
+        assert_eq!(
+            cache.get_or_read("b", read),
+            None,
+            "absence is remembered too"
+        );
         cache.clear();
         assert_eq!(cache.get_or_read("b", read), Some(b"payments".to_vec()));
         assert_eq!(reads.get(), 2);
