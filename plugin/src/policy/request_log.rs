@@ -62,9 +62,13 @@ pub struct RequestLog<'a> {
     pub tokens_left: Option<u64>,
     /// HTTP status sent downstream.
     pub status: Option<u64>,
-    /// Envoy's response code details, e.g. `via_upstream`, `response_timeout`.
+    /// Envoy's response code details, e.g. `response_timeout`; only for answers that went
+    /// wrong (no response headers, or a status of 400 and above).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub code_details: Option<&'a str>,
-    /// Envoy's response flags as its access logs write them (`UT`, `UF,URX`, `-`).
+    /// Envoy's response flags as its access logs write them (`UT`, `UF,URX`, `-`); only for
+    /// answers that went wrong, like `code_details`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub response_flags: Option<String>,
     /// Time from the request headers reaching Fusebox to the end of the stream, in ms.
     pub duration_ms: f64,
