@@ -1,6 +1,7 @@
 //! The few host calls Fusebox makes, each turned into a value or `None`: a host error on the
 //! request path degrades one decision, it never panics the VM.
 
+use std::cell::RefCell;
 use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
@@ -31,12 +32,68 @@ pub fn property_u64(path: &[&str]) -> Option<u64> {
     Some(u64::from_le_bytes(bytes))
 }
 
-/// A request header's raw bytes. Raw on purpose: header values may hold bytes that are not
-/// UTF-8, and the SDK's `String` accessors panic on those.
+/// The request's headers, fetched with one host call when the request-headers callback
+/// starts and read from wasm memory after that: each host call costs microseconds here (see
+/// the README's performance section) and a request asks for five or six headers. Kept for one
+/// callback only, never across streams, and kept in step with what Fusebox sets or removes.
+/// `None` outside that callback, or when the host could not hand the map over; reads then go
+/// to the host one by one.
+type HeaderSnapshot = Vec<(String, Vec<u8>)>;
+
+thread_local! {
+    static REQUEST_HEADERS: RefCell<Option<HeaderSnapshot>> = const { RefCell::new(None) };
+}
+
+/// Takes the snapshot the request-headers callback reads from.
+pub fn snapshot_request_headers() {
+    let headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).ok();
+    with_snapshot(|snapshot| *snapshot = headers);
+}
+
+/// Drops the snapshot at the end of the callback.
+pub fn forget_request_headers() {
+    with_snapshot(|snapshot| *snapshot = None);
+}
+
+fn with_snapshot<T>(f: impl FnOnce(&mut Option<HeaderSnapshot>) -> T) -> Option<T> {
+    REQUEST_HEADERS.with(|cell| {
+        cell.try_borrow_mut()
+            .ok()
+            .map(|mut snapshot| f(&mut snapshot))
+    })
+}
+
+/// A request header's raw bytes (its first value, as Envoy's own lookup gives). Raw on
+/// purpose: header values may hold bytes that are not UTF-8, and the SDK's `String`
+/// accessors panic on those.
 pub fn request_header(name: &str) -> Option<Vec<u8>> {
-    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-        .ok()
-        .flatten()
+    let cached = with_snapshot(|snapshot| {
+        snapshot.as_ref().map(|headers| {
+            headers
+                .iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                .map(|(_, value)| value.clone())
+        })
+    })
+    .flatten();
+    match cached {
+        Some(found) => found,
+        None => hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+            .ok()
+            .flatten(),
+    }
+}
+
+/// Keeps the snapshot equal to the request after Fusebox set (`Some`) or removed a header.
+fn update_snapshot(name: &str, value: Option<&str>) {
+    with_snapshot(|snapshot| {
+        if let Some(headers) = snapshot.as_mut() {
+            headers.retain(|(key, _)| !key.eq_ignore_ascii_case(name));
+            if let Some(value) = value {
+                headers.push((name.to_ascii_lowercase(), value.as_bytes().to_vec()));
+            }
+        }
+    });
 }
 
 /// A response header's raw bytes.
@@ -50,11 +107,25 @@ pub fn response_header(name: &str) -> Option<Vec<u8>> {
 pub fn set_request_header(name: &str, value: &str) {
     let _ =
         hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value.as_bytes()));
+    update_snapshot(name, Some(value));
 }
 
 /// Removes a request header.
 pub fn remove_request_header(name: &str) {
+    let known_absent = with_snapshot(|snapshot| {
+        snapshot.as_ref().map(|headers| {
+            !headers
+                .iter()
+                .any(|(key, _)| key.eq_ignore_ascii_case(name))
+        })
+    })
+    .flatten()
+    .unwrap_or(false);
+    if known_absent {
+        return;
+    }
     let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, None);
+    update_snapshot(name, None);
 }
 
 /// Sets a response header, replacing any value it had.

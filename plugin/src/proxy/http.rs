@@ -104,6 +104,7 @@ impl HttpContext for FuseboxHttp {
         let Some(runtime) = self.runtime.clone() else {
             return Action::Continue;
         };
+        host::snapshot_request_headers();
         let started_nanos = host::now_nanos();
         let route = host::property_string(&ROUTE_NAME).unwrap_or_default();
         let metadata_policy = runtime
@@ -166,6 +167,7 @@ impl HttpContext for FuseboxHttp {
             (None, _) => Action::Continue,
         };
         self.request = Some(state);
+        host::forget_request_headers();
         action
     }
 
