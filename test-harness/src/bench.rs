@@ -17,6 +17,7 @@ use crate::envoy::Envoy;
 use crate::load::{closed_loop, open_loop, LoadResult};
 use crate::provision::{self, repo_root};
 use crate::upstream::Upstream;
+use fusebox_hostcall_probe::Call;
 
 /// How long and how often to measure.
 #[derive(Debug, Clone, Copy)]
@@ -133,6 +134,11 @@ fn bootstrap(
         listener("envoy_native", native, ""),
     ]
     .concat();
+    with_upstream(&listeners, upstream)
+}
+
+/// A whole Envoy configuration: an admin port, `listeners`, and the `upstream` cluster.
+fn with_upstream(listeners: &str, upstream: std::net::SocketAddr) -> String {
     format!(
         r#"admin:
   address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
@@ -230,7 +236,67 @@ pub fn run(options: BenchOptions) -> Result<(), String> {
     drop(envoy);
 
     let cas = cas_contention(&yaml, options.duration)?;
-    report(&tallies, rate, memory, cas, &fusebox)
+    let host_calls = host_call_costs(upstream.addr(), options)?;
+    report(&tallies, rate, memory, cas, &host_calls, &fusebox)
+}
+
+/// Calls each probe listener makes per request: enough that their cost stands well above the
+/// noise of one request's own.
+const PROBE_CALLS: u32 = 20;
+
+/// What one host call of each kind costs Envoy, in CPU µs: the probe filter making
+/// [`PROBE_CALLS`] of them per request, against the same probe making none.
+fn host_call_costs(
+    upstream: std::net::SocketAddr,
+    options: BenchOptions,
+) -> Result<Vec<(&'static str, f64)>, String> {
+    let probe = provision::build_wasm("fusebox-hostcall-probe", "fusebox_hostcall_probe")?;
+    let path = probe.to_string_lossy();
+    let listeners: String = Call::ALL
+        .iter()
+        .map(|call| {
+            let count = if *call == Call::None { 0 } else { PROBE_CALLS };
+            let name = format!("probe_{}", call.name());
+            // Each probe in its own VM, so one probe's shared-data key is its own.
+            let filter = wasm_filter(&name, &path, &format!("{} {count}", call.name()));
+            listener(&name, &filter, "")
+        })
+        .collect();
+    let envoy = Envoy::start_yaml(&with_upstream(&listeners, upstream), 1)?;
+    let addresses = envoy.listeners();
+    let mut cpu = vec![(Duration::ZERO, 0u64); Call::ALL.len()];
+    for round in 0..options.rounds {
+        let mut order: Vec<usize> = (0..Call::ALL.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for index in order {
+            let (Some(call), Some(spent)) = (Call::ALL.get(index), cpu.get_mut(index)) else {
+                continue;
+            };
+            let name = format!("probe_{}", call.name());
+            let addr = addresses
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, a)| *a)
+                .ok_or(format!("listener {name} missing"))?;
+            let before = envoy.cpu_time();
+            let result = closed_loop(addr, "/", CONNECTIONS, options.duration / 2);
+            spent.0 += envoy.cpu_time().saturating_sub(before);
+            spent.1 += result.ok;
+        }
+    }
+    let per_request: Vec<f64> = cpu
+        .iter()
+        .map(|(time, ok)| time.as_secs_f64() * 1e6 / (*ok).max(1) as f64)
+        .collect();
+    let baseline = per_request.first().copied().unwrap_or(0.0);
+    Ok(Call::ALL
+        .iter()
+        .zip(&per_request)
+        .skip(1)
+        .map(|(call, us)| (call.name(), (us - baseline) / f64::from(PROBE_CALLS)))
+        .collect())
 }
 
 /// Shared-data compare-and-swap races lost per request with two workers under load.
@@ -265,6 +331,7 @@ fn report(
     rate: f64,
     memory: Option<u64>,
     (cas_retries, cas_requests): (u64, u64),
+    host_calls: &[(&'static str, f64)],
     fusebox: &std::path::Path,
 ) -> Result<(), String> {
     let get = |i: usize| tallies.get(i).cloned().unwrap_or_default();
@@ -328,6 +395,13 @@ fn report(
             memory / 1_000_000
         );
     }
+    let _ = writeln!(
+        table,
+        "\nEnvoy CPU per host call (a probe filter making {PROBE_CALLS} per request, minus the same probe making none):"
+    );
+    for (name, us) in host_calls {
+        let _ = writeln!(table, "  {name:<20} {us:>7.2} µs");
+    }
     println!("{table}");
 
     let dir = repo_root().join("target").join("fusebox-bench");
@@ -351,6 +425,7 @@ fn report(
         "cas_requests": cas_requests,
         "envoy_resident_bytes": memory,
         "native_cpu_us_per_request": native.cpu_us_per_request(),
+        "host_call_cpu_us": host_calls.iter().map(|(name, us)| (name.to_string(), json!(us))).collect::<serde_json::Map<_, _>>(),
     });
     let json_path = dir.join("overhead.json");
     std::fs::write(
