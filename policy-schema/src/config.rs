@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-pub use crate::spec::{IdFormat, Mode};
+pub use crate::spec::{IdFormat, Mode, RequestLogging};
 
 /// Name under which requests without a policy are counted; no policy may take it.
 pub const NO_POLICY: &str = "none";
@@ -15,6 +15,8 @@ pub const NO_POLICY: &str = "none";
 pub struct Config {
     /// Correlation-ID settings, applied to every request.
     pub correlation: CorrelationConfig,
+    /// Which requests get a JSON log line.
+    pub log: RequestLogging,
     pub(crate) policies: Vec<Policy>,
     pub(crate) policy_ids: HashMap<String, PolicyId>,
     pub(crate) routes: HashMap<String, PolicyId>,

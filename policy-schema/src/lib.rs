@@ -19,8 +19,8 @@ pub mod validate;
 
 pub use config::{
     BreakerConfig, BreakerScope, BudgetConfig, Config, CorrelationConfig, DeadlineFormat,
-    DeadlineHeader, Fallback, IdFormat, Mode, Policy, PolicyId, Priority, RetryConfig, ShedConfig,
-    NO_POLICY,
+    DeadlineHeader, Fallback, IdFormat, Mode, Policy, PolicyId, Priority, RequestLogging,
+    RetryConfig, ShedConfig, NO_POLICY,
 };
 pub use duration::ConfigDuration;
 pub use error::{ConfigError, ConfigErrors};

@@ -40,6 +40,8 @@ macro_rules! section {
 pub struct ConfigSpec {
     /// Correlation-ID handling. Applies to every request, whether or not a policy matches.
     pub correlation: Option<Checked<CorrelationSpec>>,
+    /// The per-request JSON log line.
+    pub log: Option<Checked<LogSpec>>,
     /// Named resilience policies. A name is 1 to 64 characters from `A-Z a-z 0-9 _ -`;
     /// `none` is reserved for requests without a policy.
     pub policies: Option<Checked<BTreeMap<String, Checked<PolicySpec>>>>,
@@ -56,8 +58,37 @@ pub struct ConfigSpec {
 }
 section!(
     ConfigSpec,
-    ["correlation", "policies", "routes", "default_policy"]
+    ["correlation", "log", "policies", "routes", "default_policy"]
 );
+
+/// Which requests get a JSON line in Envoy's log.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct LogSpec {
+    /// `all` (default): one line per request. `decisions`: only requests where Fusebox decided
+    /// something (a rejection or a `would_…`, an ID replaced or not generated, a caller deadline
+    /// ignored, a breaker failure) or that went wrong (no response, status 500 and above). A log
+    /// line costs Envoy more CPU than all of Fusebox's decisions together (see the README's
+    /// performance section); stats count every request either way.
+    #[schemars(extend("default" = "all"))]
+    pub requests: Option<Checked<RequestLogging>>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    #[allow(missing_docs)]
+    pub unknown: UnknownFields,
+}
+section!(LogSpec, ["requests"]);
+
+/// Which requests are logged; see [`LogSpec::requests`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestLogging {
+    /// Every request.
+    #[default]
+    All,
+    /// Requests where Fusebox decided something or that went wrong.
+    Decisions,
+}
 
 /// How correlation IDs are validated, generated and propagated.
 #[derive(Debug, Default, Deserialize, JsonSchema)]

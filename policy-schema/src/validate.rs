@@ -15,8 +15,8 @@ use crate::config::{
 use crate::duration::ConfigDuration;
 use crate::error::{ConfigError, ConfigErrors, JsonPath};
 use crate::spec::{
-    BreakerSpec, BudgetSpec, ConfigSpec, CorrelationSpec, FallbackSpec, PolicySpec, RetriesSpec,
-    Section, ShedSpec,
+    BreakerSpec, BudgetSpec, ConfigSpec, CorrelationSpec, FallbackSpec, PolicySpec, RequestLogging,
+    RetriesSpec, Section, ShedSpec,
 };
 
 /// Longest policy name: it becomes part of stat names.
@@ -68,6 +68,16 @@ pub fn validate(spec: &ConfigSpec) -> Result<Config, ConfigErrors> {
     let correlation = match v.field(&root.key("correlation"), &spec.correlation) {
         Some(correlation) => v.correlation(&root.key("correlation"), correlation),
         None => CorrelationConfig::default(),
+    };
+
+    let log = match v.field(&root.key("log"), &spec.log) {
+        Some(log) => {
+            v.unknown_fields(&root.key("log"), log);
+            v.field(&root.key("log").key("requests"), &log.requests)
+                .copied()
+                .unwrap_or_default()
+        }
+        None => RequestLogging::default(),
     };
 
     let mut policies = Vec::new();
@@ -126,6 +136,7 @@ pub fn validate(spec: &ConfigSpec) -> Result<Config, ConfigErrors> {
     if v.errors.is_empty() {
         Ok(Config {
             correlation,
+            log,
             policies,
             policy_ids,
             routes,

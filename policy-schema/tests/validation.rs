@@ -2,7 +2,7 @@
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::indexing_slicing)]
 
-use fusebox_policy_schema::{parse, ConfigErrors, IdFormat, Mode, NO_POLICY};
+use fusebox_policy_schema::{parse, ConfigErrors, IdFormat, Mode, RequestLogging, NO_POLICY};
 
 fn errors(document: &str) -> ConfigErrors {
     match parse(document.as_bytes()) {
@@ -371,4 +371,15 @@ fn a_breaker_needs_a_trip_condition_and_defaults_the_rest() {
     ] {
         assert!(errors.has_path(path), "missing {path}:\n{errors}");
     }
+}
+
+#[test]
+fn request_logging_defaults_to_every_request_and_refuses_unknown_settings() {
+    assert_eq!(parse(b"{}").unwrap().log, RequestLogging::All);
+    let quiet = parse(br#"{"log": {"requests": "decisions"}}"#).unwrap();
+    assert_eq!(quiet.log, RequestLogging::Decisions);
+    let bad = errors(r#"{"log": {"requests": "sometimes", "sample": 0.1}}"#);
+    let paths: Vec<&str> = bad.iter().map(|e| e.path.as_str()).collect();
+    assert!(paths.contains(&"log.requests"), "{bad}");
+    assert!(paths.contains(&"log.sample"), "{bad}");
 }

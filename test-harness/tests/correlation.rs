@@ -300,3 +300,44 @@ fn traceparent_handling_can_be_turned_off() {
     let log = s.envoy.wait_for_request_log("b").unwrap();
     assert!(log.get("traceparent").is_none(), "{log}");
 }
+
+#[test]
+fn with_decisions_only_logging_ordinary_requests_leave_no_line_but_replacements_do() {
+    let s = start(
+        r#"{"log": {"requests": "decisions"}, "policies": {"p": {}}, "default_policy": "p"}"#,
+    );
+    let ordinary: Vec<String> = (0..6)
+        .map(|_| {
+            s.envoy
+                .send(&Request::get("/quiet"))
+                .unwrap()
+                .header("x-request-id")
+                .unwrap()
+        })
+        .collect();
+    let replaced = s
+        .envoy
+        .send(&Request::get("/quiet").header("x-request-id", b"two words"))
+        .unwrap()
+        .header("x-request-id")
+        .unwrap();
+    let log = s
+        .envoy
+        .wait_for_request_log(&replaced)
+        .expect("a replaced ID is a decision worth a line");
+    assert_eq!(log["correlation"], "replaced");
+    // Every request is still counted.
+    assert_eq!(
+        s.envoy.wait_for_stat("wasmcustom.fusebox.p.requests", 7),
+        Some(7)
+    );
+    let logged: Vec<String> = s
+        .envoy
+        .request_logs()
+        .iter()
+        .filter_map(|line| line["correlation_id"].as_str().map(str::to_owned))
+        .collect();
+    for id in &ordinary {
+        assert!(!logged.contains(id), "ordinary request {id} was logged");
+    }
+}

@@ -107,6 +107,22 @@ impl RequestLog<'_> {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
     }
+
+    /// Whether the line says more than "passed through and answered": Fusebox decided
+    /// something (a rejection or a `would_…`, an ID or traceparent replaced, an ID not
+    /// generated, a caller deadline ignored, a metadata policy unknown, a breaker failure), or
+    /// the answer went wrong (no response status, or 500 and above). What `log.requests:
+    /// decisions` keeps.
+    pub fn is_noteworthy(&self) -> bool {
+        self.decision != "allow"
+            || self.correlation_invalid.is_some()
+            || self.correlation == Some("generation_failed")
+            || self.traceparent == Some("replaced")
+            || self.caller_deadline_ignored.is_some()
+            || self.metadata_policy_unknown
+            || self.breaker_outcome == Some("failure")
+            || self.status.is_none_or(|status| status >= 500)
+    }
 }
 
 /// Whole microseconds as fractional milliseconds, the unit of Envoy's own access logs.
@@ -123,6 +139,70 @@ pub fn duration_millis(duration: std::time::Duration) -> f64 {
 mod tests {
     use super::*;
     use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn only_decisions_and_failures_are_noteworthy() {
+        let ordinary = RequestLog {
+            correlation: Some("generated"),
+            traceparent: Some("generated"),
+            route: "r",
+            policy: "p",
+            decision: "allow",
+            status: Some(200),
+            ..RequestLog::default()
+        };
+        assert!(!ordinary.is_noteworthy());
+        assert!(!RequestLog {
+            status: Some(404),
+            ..ordinary.clone()
+        }
+        .is_noteworthy());
+        let noteworthy = [
+            RequestLog {
+                decision: "shed",
+                ..ordinary.clone()
+            },
+            RequestLog {
+                decision: "would_breaker_open",
+                ..ordinary.clone()
+            },
+            RequestLog {
+                correlation_invalid: Some("too_long"),
+                ..ordinary.clone()
+            },
+            RequestLog {
+                correlation: Some("generation_failed"),
+                ..ordinary.clone()
+            },
+            RequestLog {
+                traceparent: Some("replaced"),
+                ..ordinary.clone()
+            },
+            RequestLog {
+                caller_deadline_ignored: Some("malformed"),
+                ..ordinary.clone()
+            },
+            RequestLog {
+                metadata_policy_unknown: true,
+                ..ordinary.clone()
+            },
+            RequestLog {
+                breaker_outcome: Some("failure"),
+                ..ordinary.clone()
+            },
+            RequestLog {
+                status: Some(503),
+                ..ordinary.clone()
+            },
+            RequestLog {
+                status: None,
+                ..ordinary.clone()
+            },
+        ];
+        for log in noteworthy {
+            assert!(log.is_noteworthy(), "{}", log.to_json());
+        }
+    }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn hostile_values_stay_inside_one_valid_json_line() {

@@ -4,7 +4,9 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use fusebox_policy_schema::{CorrelationConfig, Mode, Policy, Priority, ShedConfig, NO_POLICY};
+use fusebox_policy_schema::{
+    CorrelationConfig, Mode, Policy, Priority, RequestLogging, ShedConfig, NO_POLICY,
+};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, LogLevel};
@@ -306,9 +308,10 @@ impl HttpContext for FuseboxHttp {
             code_details: code_details.as_deref(),
             response_flags: flags.map(response_flags::describe),
             duration_ms: nanos_to_millis(now_nanos.saturating_sub(request.started_nanos)),
+        };
+        if runtime.config.log == RequestLogging::All || line.is_noteworthy() {
+            host::log(LogLevel::Info, &line.to_json());
         }
-        .to_json();
-        host::log(LogLevel::Info, &line);
     }
 }
 
