@@ -6,6 +6,7 @@
 //!   hang, close), recording what it received.
 //! - [`envoy_config`]: renders Envoy bootstrap YAML, the demo's included.
 //! - [`envoy`]: runs Envoy with a rendered config at `--concurrency 2` and reads its logs and stats.
+//! - [`fuzz`]: runs the cargo-fuzz targets in `fuzz/` (cargo-fuzz installed into `.tools/`).
 //! - [`client`]: a raw HTTP/1.1 client, one connection per request, that sends bytes exactly as
 //!   given (hostile header values included).
 
@@ -13,6 +14,7 @@ pub mod bench;
 pub mod client;
 pub mod envoy;
 pub mod envoy_config;
+pub mod fuzz;
 pub mod load;
 pub mod provision;
 pub mod upstream;
