@@ -73,7 +73,7 @@ pub fn config(data: &[u8]) {
                     "{error}"
                 );
                 assert!(
-                    error.path.len() <= 4096 && error.message.len() <= 4096,
+                    error.path.len() <= 8192 && error.message.len() <= 2048,
                     "error text stays bounded: {} + {} bytes",
                     error.path.len(),
                     error.message.len()
@@ -118,6 +118,7 @@ fn is_header_name(name: &str) -> bool {
 }
 
 fn config_invariants(config: &Config) {
+    assert!(config.policies().len() <= fusebox_policy_schema::limits::MAX_POLICIES);
     let correlation = &config.correlation;
     assert!(
         is_header_name(&correlation.header),
@@ -191,6 +192,10 @@ fn config_invariants(config: &Config) {
             assert!(shed.max_in_flight != Some(0));
             assert!(shed.key_header.as_deref().is_none_or(is_header_name));
             assert!(shed.priority_header.as_deref().is_none_or(is_header_name));
+            if let Some(ranges) = &shed.trust_priority_from {
+                assert!(shed.priority_header.is_some());
+                assert!(ranges.len() <= fusebox_policy_schema::limits::MAX_TRUSTED_RANGES);
+            }
             // The limits the request path derives from it are sane.
             let limits = Limits::new(shed);
             assert!(limits.reserve_normal_micro <= limits.burst_micro);
@@ -604,6 +609,7 @@ fn shed_config(burst: u32, rate: f64, priority_header: bool) -> ShedConfig {
         status: 429,
         rate_limit_headers: false,
         max_in_flight: None,
+        trust_priority_from: None,
     }
 }
 

@@ -252,6 +252,7 @@ mod limits_tests {
             status: 429,
             rate_limit_headers: false,
             max_in_flight: None,
+            trust_priority_from: None,
         };
         let classes = Limits::new(&config(Some("x-priority")));
         assert_eq!(
