@@ -31,8 +31,11 @@ use fusebox_policy_schema::{
     NO_POLICY,
 };
 
+/// One target's check: panics when the input breaks an invariant.
+pub type Check = fn(&[u8]);
+
 /// Every target by name: the directory names under `fuzz/corpus/` and `fuzz/regressions/`.
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+pub const TARGETS: [(&str, Check); 6] = [
     ("config", config),
     ("deadline", deadline),
     ("traceparent", traceparent),

@@ -253,7 +253,12 @@ impl Validator {
             None if names.is_empty() => format!("unknown policy `{name}`: no policies are defined"),
             None if names.len() > 10 => format!(
                 "unknown policy `{name}`; defined: {}, … ({} in all)",
-                names[..10].join(", "),
+                names
+                    .iter()
+                    .take(10)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 names.len()
             ),
             None => format!("unknown policy `{name}`; defined: {}", names.join(", ")),
