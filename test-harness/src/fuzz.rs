@@ -7,8 +7,8 @@
 //! written to `target/fuzz/artifacts/<target>/`; once fixed, check it in under
 //! `fuzz/regressions/<target>/`, where plain `cargo test` replays it from then on.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
 use std::time::Instant;
 
 use crate::provision::{repo_root, tools_dir, Result};
@@ -48,7 +48,8 @@ fn run(command: &mut Command, what: &str) -> Result<()> {
     }
 }
 
-/// `.tools/bin`, holding cargo-fuzz, installed from crates.io on first use.
+/// `.tools/bin`, holding cargo-fuzz, installed from crates.io on first use; the nightly
+/// toolchain it needs is installed through rustup when missing.
 pub fn cargo_fuzz() -> Result<PathBuf> {
     let bin = tools_dir().join("bin");
     let installed = Command::new(bin.join("cargo-fuzz"))
@@ -72,25 +73,41 @@ pub fn cargo_fuzz() -> Result<PathBuf> {
             "cargo install cargo-fuzz",
         )?;
     }
-    let nightly = Command::new("rustup")
-        .args(["run", "nightly", "rustc", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !nightly {
-        return Err(
-            "cargo-fuzz needs the nightly toolchain: `rustup toolchain install nightly --profile minimal`"
-                .to_owned(),
-        );
+    if !nightly_installed() {
+        // A fresh machine: the smallest nightly that builds the targets.
+        eprintln!("fusebox: installing the nightly toolchain for cargo-fuzz (first run only)");
+        run(
+            Command::new("rustup").args([
+                "toolchain",
+                "install",
+                "nightly",
+                "--profile",
+                "minimal",
+            ]),
+            "rustup toolchain install nightly",
+        )?;
     }
     Ok(bin)
 }
 
+/// Whether rustup has a nightly toolchain (`nightly-<host>` in `rustup toolchain list`).
+fn nightly_installed() -> bool {
+    Command::new("rustup")
+        .args(["toolchain", "list"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .is_some_and(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|line| line.starts_with("nightly"))
+        })
+}
+
 /// `cargo +nightly fuzz <args>` in the repository, with `.tools/bin` first on `PATH`.
-fn cargo_fuzz_command(bin: &PathBuf, args: &[&str]) -> Result<Command> {
+fn cargo_fuzz_command(bin: &Path, args: &[&str]) -> Result<Command> {
     let path = std::env::join_paths(
-        std::iter::once(bin.clone()).chain(
+        std::iter::once(bin.to_path_buf()).chain(
             std::env::var_os("PATH")
                 .iter()
                 .flat_map(std::env::split_paths),
