@@ -57,6 +57,9 @@ pub struct RequestLog<'a> {
     /// The request's criticality, when the policy sheds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub priority: Option<&'static str>,
+    /// The request claimed a higher priority than its peer is trusted with, and got the default.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub priority_untrusted: bool,
     /// Whole tokens left in its bucket after it took one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tokens_left: Option<u64>,
