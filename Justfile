@@ -20,7 +20,11 @@ provision:
 build:
     cargo harness build
 
-# Rewrite the checked-in demo Envoy config and Istio WasmPlugin after changing their description.
+# Fault-injection scenarios against real Envoy; reports in reports/chaos/ (args: --short, --policy FILE, names).
+chaos *args:
+    cargo harness chaos {{args}}
+
+# Rewrite the checked-in demo Envoy config, Istio WasmPlugin and docker-compose files after changing their description.
 render:
     cargo harness render
 

@@ -102,35 +102,39 @@ impl Response {
     }
 }
 
+/// Whether `received` holds one whole response, as its framing says.
+pub(crate) fn response_complete(received: &[u8]) -> bool {
+    let Some(head_end) = received.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head =
+        String::from_utf8_lossy(received.get(..head_end).unwrap_or_default()).to_ascii_lowercase();
+    let body = received.get(head_end + 4..).unwrap_or_default();
+    let content_length = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|value| value.trim().parse::<usize>().ok());
+    match content_length {
+        Some(length) => body.len() >= length,
+        None if head.contains("transfer-encoding: chunked") => body.ends_with(b"0\r\n\r\n"),
+        None => false,
+    }
+}
+
 /// Reads one response: up to the end of its body as its framing says, not until the server
 /// closes the connection (Envoy may hold a connection open for a while after the response,
 /// which would count as latency).
 pub(crate) fn read_response(stream: &mut impl Read) -> std::io::Result<Vec<u8>> {
     let mut received = Vec::new();
     let mut buffer = [0u8; 16 * 1024];
-    loop {
-        if let Some(head_end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&received[..head_end]).to_ascii_lowercase();
-            let body = &received[head_end + 4..];
-            let content_length = head
-                .lines()
-                .find_map(|line| line.strip_prefix("content-length:"))
-                .and_then(|value| value.trim().parse::<usize>().ok());
-            let complete = match content_length {
-                Some(length) => body.len() >= length,
-                None if head.contains("transfer-encoding: chunked") => body.ends_with(b"0\r\n\r\n"),
-                None => false,
-            };
-            if complete {
-                return Ok(received);
-            }
-        }
+    while !response_complete(&received) {
         let read = stream.read(&mut buffer)?;
         if read == 0 {
-            return Ok(received);
+            break;
         }
-        received.extend_from_slice(&buffer[..read]);
+        received.extend_from_slice(buffer.get(..read).unwrap_or_default());
     }
+    Ok(received)
 }
 
 /// The first value of header `name` (case-insensitive) in `headers`, as text.
@@ -145,7 +149,7 @@ fn invalid(message: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, message.to_owned())
 }
 
-fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
+pub(crate) fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
     let head_end = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

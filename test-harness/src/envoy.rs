@@ -57,9 +57,11 @@ pub fn test_spec(
 ) -> Result<EnvoySpec, String> {
     let wasm = provision::plugin_wasm()?;
     Ok(EnvoySpec {
+        bind_address: "127.0.0.1".to_owned(),
         admin_port: 0,
         listener_port: 0,
-        upstream,
+        upstream: upstream.into(),
+        connect_timeout: "1s".to_owned(),
         wasm_path: wasm.to_string_lossy().into_owned(),
         plugin_config: plugin_config.to_owned(),
         routes,

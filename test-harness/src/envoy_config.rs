@@ -65,15 +65,38 @@ impl RouteSpec {
     }
 }
 
+/// Where a cluster's single endpoint is: an IP address (a static cluster) or a host name
+/// resolved by Envoy (a DNS cluster, as in docker-compose).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// IP address or host name.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl From<SocketAddr> for Endpoint {
+    fn from(addr: SocketAddr) -> Endpoint {
+        Endpoint {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        }
+    }
+}
+
 /// Everything that varies between the Envoys Fusebox runs in.
 #[derive(Debug, Clone)]
 pub struct EnvoySpec {
-    /// Admin port on 127.0.0.1 (0: any free port).
+    /// Address the listener and the admin interface bind to.
+    pub bind_address: String,
+    /// Admin port (0: any free port).
     pub admin_port: u16,
-    /// Listener port on 127.0.0.1 (0: any free port).
+    /// Listener port (0: any free port).
     pub listener_port: u16,
-    /// The upstream every route sends to.
-    pub upstream: SocketAddr,
+    /// The cluster named `upstream`, where routes go unless they name another one.
+    pub upstream: Endpoint,
+    /// How long Envoy waits for a TCP connection to an upstream.
+    pub connect_timeout: String,
     /// Path of `fusebox.wasm` as Envoy should open it.
     pub wasm_path: String,
     /// The plugin configuration (JSON text).
@@ -83,18 +106,21 @@ pub struct EnvoySpec {
     /// Treat loopback peers as internal hops, whose `x-envoy-*` headers (such as a previous
     /// Envoy's `x-envoy-expected-rq-timeout-ms`) Envoy keeps instead of stripping.
     pub loopback_is_internal: bool,
-    /// More clusters beyond `upstream`: name and address.
-    pub extra_clusters: Vec<(String, SocketAddr)>,
+    /// More clusters beyond `upstream`: name and endpoint.
+    pub extra_clusters: Vec<(String, Endpoint)>,
 }
 
 /// The demo: Envoy on 127.0.0.1:10000 (admin 9901) in front of the demo upstream, with the
 /// plugin configuration from `envoy-config/fusebox.json`.
 pub fn demo_spec() -> std::io::Result<EnvoySpec> {
     let plugin_config = std::fs::read_to_string(repo_root().join(DEMO_PLUGIN_CONFIG))?;
+    let upstream: SocketAddr = DEMO_UPSTREAM.parse().map_err(std::io::Error::other)?;
     Ok(EnvoySpec {
+        bind_address: "127.0.0.1".to_owned(),
         admin_port: 9901,
         listener_port: 10000,
-        upstream: DEMO_UPSTREAM.parse().map_err(std::io::Error::other)?,
+        upstream: upstream.into(),
+        connect_timeout: "1s".to_owned(),
         wasm_path: "target/wasm32-wasip1/release/fusebox.wasm".to_owned(),
         plugin_config,
         routes: vec![
@@ -154,13 +180,18 @@ fn render_routes(routes: &[RouteSpec]) -> String {
     out
 }
 
-fn render_cluster(name: &str, addr: SocketAddr) -> String {
+fn render_cluster(name: &str, endpoint: &Endpoint, connect_timeout: &str) -> String {
     let name = quoted(name);
-    let (ip, port) = (addr.ip(), addr.port());
+    let (ip, port) = (&endpoint.host, endpoint.port);
+    let kind = if ip.parse::<std::net::IpAddr>().is_ok() {
+        "STATIC"
+    } else {
+        "STRICT_DNS"
+    };
     format!(
         r#"    - name: {name}
-      type: STATIC
-      connect_timeout: 1s
+      type: {kind}
+      connect_timeout: {connect_timeout}
       load_assignment:
         cluster_name: {name}
         endpoints:
@@ -174,10 +205,15 @@ fn render_cluster(name: &str, addr: SocketAddr) -> String {
 pub fn render(spec: &EnvoySpec) -> String {
     let routes = indent(&render_routes(&spec.routes), 24);
     let plugin_config = indent(&spec.plugin_config, 28);
-    let clusters = std::iter::once(("upstream".to_owned(), spec.upstream))
+    // The default cluster only when a route sends to it: a topology of named upstreams has
+    // no use for it.
+    let default_used = spec.routes.iter().any(|route| route.cluster == "upstream");
+    let clusters = std::iter::once(("upstream".to_owned(), spec.upstream.clone()))
+        .filter(|_| default_used)
         .chain(spec.extra_clusters.iter().cloned())
-        .map(|(name, addr)| render_cluster(&name, addr))
+        .map(|(name, endpoint)| render_cluster(&name, &endpoint, &spec.connect_timeout))
         .collect::<String>();
+    let bind = &spec.bind_address;
     let admin_port = spec.admin_port;
     let listener_port = spec.listener_port;
     let wasm_path = quoted(&spec.wasm_path);
@@ -189,7 +225,7 @@ pub fn render(spec: &EnvoySpec) -> String {
     format!(
         r#"# Rendered by test-harness/src/envoy_config.rs; `cargo test` keeps the checked-in demo equal to it.
 admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }} }}
+  address: {{ socket_address: {{ address: {bind}, port_value: {admin_port} }} }}
 # Fusebox's stats are `wasmcustom.fusebox.<policy>.<event>`: make the policy a Prometheus label,
 # e.g. fusebox_requests{{policy="payments"}}.
 stats_config:
@@ -199,7 +235,7 @@ stats_config:
 static_resources:
   listeners:
     - name: ingress
-      address: {{ socket_address: {{ address: 127.0.0.1, port_value: {listener_port} }} }}
+      address: {{ socket_address: {{ address: {bind}, port_value: {listener_port} }} }}
       filter_chains:
         - filters:
             - name: envoy.filters.network.http_connection_manager

@@ -4,6 +4,9 @@ use std::path::Path;
 use std::process::{Command, ExitCode};
 
 use fusebox_harness::bench::{self, BenchOptions};
+use fusebox_harness::chaos::scenario::{Profile, Scenario};
+use fusebox_harness::chaos::topology::{Topology, COMPOSE_DIR};
+use fusebox_harness::chaos::{self, ChaosOptions, TOPOLOGY_FILE};
 use fusebox_harness::envoy_config::{
     demo_spec, render, render_istio_wasm_plugin, DEMO_CONFIG, DEMO_PLUGIN_CONFIG, ISTIO_WASM_PLUGIN,
 };
@@ -21,8 +24,14 @@ commands:
   build       build fusebox.wasm (release, wasm32-wasip1)
   bench       end-to-end overhead: fusebox vs no filter, an empty wasm filter, Envoy-native
               filters, in one Envoy (--quick for a smoke run)
-  render      rewrite envoy-config/demo.yaml and the Istio WasmPlugin from their description
-  upstream    run the controllable test upstream on 127.0.0.1:8081";
+  chaos       run fault-injection scenarios against real Envoy and write reports to
+              reports/chaos/<scenario>/; exits non-zero when a hypothesis breaks
+                [--short] (CI's scaled-down profile) [--policy FILE] (your own policy)
+                [SCENARIO...] (names in test-harness/scenarios/ or paths; default: all)
+  render      rewrite envoy-config/ (demo Envoy config, Istio WasmPlugin, docker-compose)
+              from their description
+  upstream    run the controllable test upstream
+                [--listen ADDR] (default 127.0.0.1:8081) [--control ADDR] (fault switch)";
 
 fn main() -> ExitCode {
     let command = std::env::args().nth(1).unwrap_or_default();
@@ -46,6 +55,7 @@ fn main() -> ExitCode {
             provision::envoy_bin().and_then(|_| bench::run(options))
         }
         "upstream" => upstream(),
+        "chaos" => chaos(&std::env::args().skip(2).collect::<Vec<_>>()),
         _ => Err(USAGE.to_owned()),
     };
     match result {
@@ -96,8 +106,9 @@ fn provision_all() -> Result<Tools, String> {
 
 /// The whole suite, in the order that fails fastest on the commonest mistakes.
 fn test() -> Result<(), String> {
-    let tools = provision_all()?;
+    // Formatting first: it needs nothing provisioned and is the commonest slip.
     run_step("format", cargo().args(["fmt", "--all", "--check"]))?;
+    let tools = provision_all()?;
     run_step(
         "lint (native)",
         cargo().args([
@@ -160,6 +171,8 @@ fn test() -> Result<(), String> {
             )
             .env("PATH", path),
     )?;
+    eprintln!("\n=== fusebox: fault-injection scenarios, short profile");
+    chaos(&["--short".to_owned()])?;
     eprintln!("\n=== fusebox: fuzzing, {}s per target", fuzz::TEST_SECONDS);
     fuzz::fuzz(fuzz::TEST_SECONDS)?;
     eprintln!("\n=== fusebox: every check passed");
@@ -173,8 +186,11 @@ fn demo() -> Result<(), String> {
     let spec = demo_spec().map_err(|e| format!("reading {DEMO_PLUGIN_CONFIG}: {e}"))?;
     fusebox_policy_schema::parse(spec.plugin_config.as_bytes())
         .map_err(|errors| format!("{DEMO_PLUGIN_CONFIG} is invalid:\n{errors}"))?;
-    let upstream = Upstream::start_on(spec.upstream)
-        .map_err(|e| format!("demo upstream on {}: {e}", spec.upstream))?;
+    let upstream_addr = fusebox_harness::envoy_config::DEMO_UPSTREAM
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    let upstream = Upstream::start_on(upstream_addr)
+        .map_err(|e| format!("demo upstream on {upstream_addr}: {e}"))?;
     let dir = repo_root().join("target").join("fusebox-demo");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let config = dir.join("envoy.yaml");
@@ -231,17 +247,111 @@ fn render_checked_in() -> Result<(), String> {
     write(
         &repo_root().join(ISTIO_WASM_PLUGIN),
         &render_istio_wasm_plugin(&spec.plugin_config),
-    )
+    )?;
+    let topology = Topology::load(&repo_root().join(TOPOLOGY_FILE))?;
+    let compose = repo_root().join(COMPOSE_DIR);
+    write(
+        &compose.join("docker-compose.yaml"),
+        &topology.compose_file(),
+    )?;
+    write(&compose.join("envoy.yaml"), &topology.compose_envoy_yaml())
+}
+
+fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|arg| arg == flag)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
 }
 
 fn upstream() -> Result<(), String> {
-    let addr = std::env::args()
-        .nth(2)
-        .unwrap_or_else(|| fusebox_harness::envoy_config::DEMO_UPSTREAM.to_owned());
-    let addr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
-    let upstream = Upstream::start_on(addr).map_err(|e| e.to_string())?;
-    println!("upstream listening on {}", upstream.addr());
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let listen = flag_value(&args, "--listen")
+        .or_else(|| {
+            args.first()
+                .map(String::as_str)
+                .filter(|a| !a.starts_with("--"))
+        })
+        .unwrap_or(fusebox_harness::envoy_config::DEMO_UPSTREAM);
+    let listen = listen.parse().map_err(|e| format!("{listen}: {e}"))?;
+    let upstream = Upstream::start_on(listen).map_err(|e| format!("{listen}: {e}"))?;
+    let control = match flag_value(&args, "--control") {
+        Some(addr) => {
+            let addr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+            Some(
+                upstream
+                    .serve_control(addr)
+                    .map_err(|e| format!("{addr}: {e}"))?,
+            )
+        }
+        None => None,
+    };
+    // One JSON line saying where it listens: the chaos runner reads it.
+    println!(
+        "{}",
+        serde_json::json!({ "listen": upstream.addr(), "control": control })
+    );
     loop {
         std::thread::park();
+    }
+}
+
+fn chaos(args: &[String]) -> Result<(), String> {
+    let profile = if args.iter().any(|a| a == "--short") {
+        Profile::Short
+    } else {
+        Profile::Full
+    };
+    let mut options = ChaosOptions::new(profile)?;
+    let policy = flag_value(args, "--policy");
+    options.policy = policy.map(Into::into);
+    let names: Vec<&String> = args
+        .iter()
+        .filter(|a| !a.starts_with("--") && Some(a.as_str()) != policy)
+        .collect();
+    let files = if names.is_empty() {
+        chaos::scenario_files()?
+    } else {
+        names
+            .iter()
+            .map(|name| chaos::find_scenario(name))
+            .collect::<Result<_, _>>()?
+    };
+    // Every file is checked before the first one runs: a typo fails in a second, not after
+    // minutes of other scenarios.
+    let scenarios = files
+        .iter()
+        .map(|file| Scenario::load(file, profile))
+        .collect::<Result<Vec<_>, _>>()?;
+    provision::envoy_bin()?;
+    let mut broken = Vec::new();
+    for scenario in &scenarios {
+        eprintln!(
+            "chaos: {} ({:.0} s): {}",
+            scenario.name,
+            scenario.load.duration.0.as_secs_f64(),
+            scenario.description.lines().next().unwrap_or_default()
+        );
+        let report = chaos::run_scenario(scenario, &options)?;
+        for verdict in &report.verdicts {
+            let mark = if verdict.held { "held  " } else { "BROKEN" };
+            eprintln!("  {mark} {} — {}", verdict.name, verdict.measured);
+        }
+        if let Some(reason) = &report.aborted {
+            eprintln!("  STOPPED EARLY: {reason}");
+        }
+        eprintln!("  report: {}", report.dir.join("report.md").display());
+        if !report.passed() {
+            broken.push(report.scenario.clone());
+        }
+    }
+    if broken.is_empty() {
+        eprintln!(
+            "chaos: every hypothesis of {} scenario(s) held",
+            scenarios.len()
+        );
+        Ok(())
+    } else {
+        Err(format!("hypotheses broken in: {}", broken.join(", ")))
     }
 }

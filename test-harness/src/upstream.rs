@@ -9,22 +9,30 @@
 //! | `/close` | close the connection without a response |
 //! | anything else | 200 with a JSON echo of the request |
 //!
+//! On top of that, a [`Fault`] switched at run time (through [`Upstream::set_fault`] or the
+//! HTTP control endpoint of [`Upstream::serve_control`]) overrides the behaviour for every
+//! request: the fault-injection scenarios use it to make a healthy upstream hang, slow down,
+//! fail, disappear from the network or drain.
+//!
 //! Every request is recorded (method, path, headers) before it is answered, so a test can
 //! assert what reached the upstream, and that nothing did.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
 
 /// A request as the upstream received it.
 #[derive(Debug, Clone)]
@@ -44,16 +52,67 @@ impl Received {
     }
 }
 
-#[derive(Default)]
+/// A failure the upstream shows until it is cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Fault {
+    /// Requests are accepted and never answered (a deadlock, a stuck GC).
+    Hang,
+    /// Every answer is delayed by `ms` milliseconds.
+    Latency {
+        /// Added delay.
+        ms: u64,
+    },
+    /// A share `rate` (0–1) of requests is answered with `status`.
+    Errors {
+        /// The failure status.
+        status: u16,
+        /// The share of requests that fail.
+        rate: f64,
+    },
+    /// The host vanishes from the network: new connections time out in the TCP handshake and
+    /// requests on open connections are never answered.
+    Blackhole,
+    /// The upstream is shutting down: new connections are refused, requests on open
+    /// connections are answered after `ms` milliseconds with `connection: close`.
+    SlowDrain {
+        /// Delay of each answer while draining.
+        ms: u64,
+    },
+}
+
+impl Fault {
+    /// Whether new connections are accepted while this fault is on.
+    fn listening(fault: Option<Fault>) -> Listening {
+        match fault {
+            Some(Fault::Blackhole) => Listening::Blackhole,
+            Some(Fault::SlowDrain { .. }) => Listening::Closed,
+            _ => Listening::Open,
+        }
+    }
+}
+
+/// What the listening socket does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listening {
+    Open,
+    /// No listener: connections are refused.
+    Closed,
+    /// A listener whose accept queue is full: the kernel drops SYNs, connects time out.
+    Blackhole,
+}
+
 struct State {
     received: Mutex<Vec<Received>>,
+    hits: AtomicU64,
+    fault: watch::Sender<Option<Fault>>,
 }
 
 /// A running upstream; stops when dropped.
 pub struct Upstream {
     addr: SocketAddr,
     state: Arc<State>,
-    _runtime: tokio::runtime::Runtime,
+    runtime: tokio::runtime::Runtime,
 }
 
 impl Upstream {
@@ -68,14 +127,18 @@ impl Upstream {
             .worker_threads(2)
             .enable_all()
             .build()?;
-        let listener = runtime.block_on(TcpListener::bind(addr))?;
+        let listener = runtime.block_on(async { bind(addr, 1024) })?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(State::default());
-        runtime.spawn(serve(listener, state.clone()));
+        let state = Arc::new(State {
+            received: Mutex::new(Vec::new()),
+            hits: AtomicU64::new(0),
+            fault: watch::channel(None).0,
+        });
+        runtime.spawn(serve(listener, addr, state.clone()));
         Ok(Upstream {
             addr,
             state,
-            _runtime: runtime,
+            runtime,
         })
     }
 
@@ -103,24 +166,142 @@ impl Upstream {
 
     /// Number of requests received so far.
     pub fn hits(&self) -> usize {
-        self.state.received.lock().map(|r| r.len()).unwrap_or(0)
+        usize::try_from(self.state.hits.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
+    }
+
+    /// Switches a fault on (`Some`) or off (`None`).
+    pub fn set_fault(&self, fault: Option<Fault>) {
+        self.state.fault.send_replace(fault);
+    }
+
+    /// Serves the control endpoint on `addr` and returns where it listens:
+    /// `PUT /fault` with a JSON [`Fault`] switches it on, `DELETE /fault` off, `GET /stats`
+    /// answers `{"hits": n, "fault": ...}`.
+    pub fn serve_control(&self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+        let listener = self.runtime.block_on(async { bind(addr, 128) })?;
+        let bound = listener.local_addr()?;
+        self.runtime
+            .spawn(serve_control(listener, self.state.clone()));
+        Ok(bound)
     }
 }
 
-/// Serves until the runtime is dropped.
-async fn serve(listener: TcpListener, state: Arc<State>) {
+/// Binds a listener with `SO_REUSEADDR` (a restarted upstream takes its port back at once) and
+/// the given accept backlog.
+fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
+/// Accepts connections while the fault allows, until the runtime is dropped.
+async fn serve(listener: TcpListener, addr: SocketAddr, state: Arc<State>) {
+    let mut faults = state.fault.subscribe();
+    let mut listener = Some(listener);
+    // Holds the accept queue of a blackholed listener full.
+    let mut _filler: Option<TcpStream> = None;
+    let mut mode = Listening::Open;
+    loop {
+        let wanted = Fault::listening(*faults.borrow_and_update());
+        if wanted != mode {
+            listener = None;
+            _filler = None;
+            match wanted {
+                Listening::Open => listener = bind(addr, 1024).ok(),
+                Listening::Closed => {}
+                Listening::Blackhole => {
+                    // Backlog 0: one queued, never accepted connection fills the queue and the
+                    // kernel silently drops every later SYN, exactly like a dead route.
+                    listener = bind(addr, 0).ok();
+                    _filler = TcpStream::connect(addr).await.ok();
+                }
+            }
+            mode = wanted;
+        }
+        let accepting = mode == Listening::Open;
+        tokio::select! {
+            changed = faults.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            accepted = accept(listener.as_ref().filter(|_| accepting)) => {
+                if let Some(stream) = accepted {
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        let service = service_fn(move |request| handle(request, state.clone()));
+                        let _ = http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The next connection, or never when there is nothing to accept from.
+async fn accept(listener: Option<&TcpListener>) -> Option<TcpStream> {
+    match listener {
+        Some(listener) => listener.accept().await.ok().map(|(stream, _)| stream),
+        None => std::future::pending().await,
+    }
+}
+
+async fn serve_control(listener: TcpListener, state: Arc<State>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let state = state.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| handle(request, state.clone()));
+            let service = service_fn(move |request| control(request, state.clone()));
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
     }
+}
+
+async fn control(
+    request: Request<Incoming>,
+    state: Arc<State>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let (parts, body) = request.into_parts();
+    let body = body.collect().await?.to_bytes();
+    let (status, text) = match (&parts.method, parts.uri.path()) {
+        (&Method::PUT, "/fault") => match serde_json::from_slice::<Fault>(&body) {
+            Ok(fault) => {
+                state.fault.send_replace(Some(fault));
+                (StatusCode::OK, String::from("{}"))
+            }
+            Err(e) => (
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({ "error": e.to_string() }).to_string(),
+            ),
+        },
+        (&Method::DELETE, "/fault") => {
+            state.fault.send_replace(None);
+            (StatusCode::OK, String::from("{}"))
+        }
+        (&Method::GET, "/stats") => (
+            StatusCode::OK,
+            serde_json::json!({
+                "hits": state.hits.load(Ordering::Relaxed),
+                "fault": *state.fault.borrow(),
+            })
+            .to_string(),
+        ),
+        _ => (StatusCode::NOT_FOUND, String::from("{}")),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    *response.status_mut() = status;
+    Ok(response)
 }
 
 /// The number following `/<marker>/` in a path.
@@ -159,8 +340,29 @@ async fn handle(
             .collect(),
     };
     let echo = echo_body(&received);
+    state.hits.fetch_add(1, Ordering::Relaxed);
     if let Ok(mut all) = state.received.lock() {
         all.push(received);
+    }
+
+    let fault = *state.fault.borrow();
+    let mut closing = false;
+    match fault {
+        Some(Fault::Hang | Fault::Blackhole) => {
+            std::future::pending::<()>().await;
+        }
+        Some(Fault::Latency { ms }) => tokio::time::sleep(Duration::from_millis(ms)).await,
+        Some(Fault::SlowDrain { ms }) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            closing = true;
+        }
+        Some(Fault::Errors { status, rate }) if fastrand::f64() < rate => {
+            let mut response = Response::new(Full::new(Bytes::from_static(b"injected fault")));
+            *response.status_mut() =
+                StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            return Ok(response);
+        }
+        Some(Fault::Errors { .. }) | None => {}
     }
 
     if path.contains("/hang") {
@@ -176,10 +378,13 @@ async fn handle(
         .and_then(|code| u16::try_from(code).ok())
         .and_then(|code| StatusCode::from_u16(code).ok())
         .unwrap_or(StatusCode::OK);
-    let response = Response::builder()
+    let mut response = Response::builder()
         .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(echo)));
+        .header("content-type", "application/json");
+    if closing {
+        response = response.header("connection", "close");
+    }
+    let response = response.body(Full::new(Bytes::from(echo)));
     Ok(response.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
 }
 

@@ -51,8 +51,8 @@ fn start() -> Harness {
     ];
     let mut spec = test_spec(upstream.addr(), CONFIG, routes).unwrap_or_else(|e| panic!("{e}"));
     spec.extra_clusters = vec![
-        ("dead".to_owned(), refused_address()),
-        ("second".to_owned(), second.addr()),
+        ("dead".to_owned(), refused_address().into()),
+        ("second".to_owned(), second.addr().into()),
     ];
     let envoy = Envoy::start(&spec).unwrap_or_else(|e| panic!("{e}"));
     Harness {

@@ -7,6 +7,7 @@ pub mod counters;
 pub mod reject;
 pub mod request_log;
 pub mod response_flags;
+pub mod route_cache;
 pub mod selection;
 pub mod shared;
 pub mod shed;

@@ -61,6 +61,8 @@ struct RequestState {
     shed: Option<ShedRecord>,
     /// Fusebox answered the request itself: its status says nothing about the upstream.
     local_reply: bool,
+    /// The response status, once response headers passed.
+    status: Option<u64>,
 }
 
 /// Shedding's view of the request.
@@ -106,7 +108,9 @@ impl HttpContext for FuseboxHttp {
         };
         let started_nanos = host::now_nanos();
         let route = host::property_string(&ROUTE_NAME).unwrap_or_default();
-        let metadata_policy = host::property(&ROUTE_POLICY);
+        let metadata_policy = runtime
+            .route_metadata
+            .get_or_read(&route, || host::property(&ROUTE_POLICY));
         let selection = select_policy(&runtime.config, metadata_policy.as_deref(), Some(&route));
         let policy = selection.policy.and_then(|id| runtime.config.policy(id));
         let count = |counter: Counter| runtime.metrics.increment(selection.policy, counter);
@@ -147,6 +151,7 @@ impl HttpContext for FuseboxHttp {
             breaker: None,
             shed: None,
             local_reply: false,
+            status: None,
         };
         // Cheap local refusals first: a request the budget or the breaker refuses never takes
         // a bulkhead slot or a token.
@@ -183,7 +188,12 @@ impl HttpContext for FuseboxHttp {
         // response: a client that retries at once must meet the breaker its failure moved.
         let status = host::response_header(":status")
             .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok());
-        let flags = host::property_u64(&["response", "flags"]).unwrap_or(0);
+        request.status = status;
+        let flags = if breaker_needs_flags(runtime, request, status) {
+            host::property_u64(&["response", "flags"]).unwrap_or(0)
+        } else {
+            0
+        };
         record_breaker_outcome(runtime, request, status, flags);
         let count = |counter: Counter| runtime.metrics.increment(request.selection.policy, counter);
         let counted = |result: Result<(), host::HostError>| {
@@ -237,8 +247,18 @@ impl HttpContext for FuseboxHttp {
             .selection
             .policy
             .and_then(|id| runtime.config.policy(id));
-        let flags = host::property_u64(&["response", "flags"]);
-        let status = host::property_u64(&["response", "code"]);
+        // Properties are dear (see route_cache): an ordinary answer that passed through is
+        // described by its status alone. Flags and details are read when something went wrong
+        // (no response headers, an error status), where they say what.
+        let status = request
+            .status
+            .or_else(|| host::property_u64(&["response", "code"]));
+        let unusual = request.status.is_none_or(|status| status >= 400);
+        let flags = if unusual {
+            host::property_u64(&["response", "flags"])
+        } else {
+            None
+        };
         // The bulkhead slot is given back exactly once, however the stream ended: on_log runs
         // for every stream, completed, reset, timed out or abandoned by the client.
         if let (Some(policy_id), Some(key)) = (
@@ -260,7 +280,11 @@ impl HttpContext for FuseboxHttp {
         // reset first) are recorded here.
         record_breaker_outcome(runtime, request, status, flags.unwrap_or(0));
         let request = &*request;
-        let code_details = host::property_string(&["response", "code_details"]);
+        let code_details = if unusual {
+            host::property_string(&["response", "code_details"])
+        } else {
+            None
+        };
         let budget = request.budget.as_ref();
         let line = RequestLog {
             correlation_id: request.correlation_id.as_deref(),
@@ -357,6 +381,32 @@ fn decide_budget(
     };
     state.budget = Some(record);
     rejection
+}
+
+/// Whether classifying this response needs Envoy's response flags: only a pending breaker
+/// outcome whose status alone does not already say "failure". The flags that count (upstream
+/// timeout, reset, connection failure, overflow) only come with Envoy's own 5xx replies.
+fn breaker_needs_flags(runtime: &Runtime, request: &RequestState, status: Option<u64>) -> bool {
+    let pending = request
+        .breaker
+        .as_ref()
+        .is_some_and(|record| record.ticket.is_some());
+    let config = request
+        .selection
+        .policy
+        .and_then(|id| runtime.config.policy(id))
+        .and_then(|policy| policy.breaker.as_ref());
+    match (pending, config, status) {
+        (true, Some(config), Some(status)) => {
+            status >= 500
+                && !config
+                    .failure_statuses
+                    .iter()
+                    .any(|failure| u64::from(*failure) == status)
+        }
+        (true, Some(_), None) => true,
+        _ => false,
+    }
 }
 
 /// Records how an admitted request ended, once.

@@ -15,6 +15,7 @@ use super::http::FuseboxHttp;
 use super::metrics::{Metrics, FLUSH_PERIOD};
 use super::shared::HostStore;
 use super::shed::ShedRuntime;
+use crate::policy::route_cache::RouteMetadataCache;
 use crate::policy::shared::{SharedStore, SharedValue};
 use crate::policy::shed::InFlight;
 
@@ -26,6 +27,8 @@ pub struct Runtime {
     pub breaker_fingerprints: Vec<u64>,
     /// Per policy: what shedding needs on every request.
     pub shed: Vec<Option<ShedRuntime>>,
+    /// Each route's metadata policy, forgotten on every flush.
+    pub route_metadata: RouteMetadataCache,
 }
 
 #[derive(Default)]
@@ -81,6 +84,7 @@ impl RootContext for FuseboxRoot {
                     metrics,
                     breaker_fingerprints,
                     shed,
+                    route_metadata: RouteMetadataCache::default(),
                 }));
                 true
             }
@@ -131,6 +135,7 @@ impl RootContext for FuseboxRoot {
                 }
             }
             runtime.metrics.flush();
+            runtime.route_metadata.clear();
         }
     }
 
