@@ -65,9 +65,13 @@ pub struct RequestLog<'a> {
     pub tokens_left: Option<u64>,
     /// HTTP status sent downstream.
     pub status: Option<u64>,
-    /// Envoy's response code details, e.g. `via_upstream`, `response_timeout`.
+    /// Envoy's response code details, e.g. `via_upstream`, `response_timeout`; only read when
+    /// something went wrong.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub code_details: Option<&'a str>,
-    /// Envoy's response flags as its access logs write them (`UT`, `UF,URX`, `-`).
+    /// Envoy's response flags as its access logs write them (`UT`, `UF,URX`, `-`); only read
+    /// when something went wrong.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub response_flags: Option<String>,
     /// Time from the request headers reaching Fusebox to the end of the stream, in ms.
     pub duration_ms: f64,
@@ -147,6 +151,9 @@ mod tests {
         assert!(parsed.get("mode").is_none());
         assert!(parsed.get("metadata_policy_unknown").is_none());
         assert!(parsed.get("correlation_invalid").is_none());
+        assert!(parsed.get("code_details").is_none());
+        assert!(parsed.get("response_flags").is_none());
+        assert!(parsed.get("priority_untrusted").is_none());
     }
 
     #[wasm_bindgen_test(unsupported = test)]
