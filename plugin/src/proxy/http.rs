@@ -163,11 +163,17 @@ impl HttpContext for FuseboxHttp {
 
         let action = match (rejection, policy.map(|policy| policy.mode)) {
             (Some(reject), Some(Mode::Enforce)) => {
-                count(Counter::rejected(reject));
-                state.decision = reject.decision();
-                state.local_reply = true;
-                send_local_reply(reject, policy, correlation, &state);
-                Action::Pause
+                if send_local_reply(reject, policy, correlation, &state).is_ok() {
+                    count(Counter::rejected(reject));
+                    state.decision = reject.decision();
+                    state.local_reply = true;
+                    Action::Pause
+                } else {
+                    // Paused without a reply, the request would hang until the client gives
+                    // up: let it through instead, like every other host failure.
+                    count(Counter::HostCallErrors);
+                    Action::Continue
+                }
             }
             (Some(reject), _) => {
                 count(Counter::would_reject(reject));
@@ -553,13 +559,14 @@ fn rate_limit_headers(
     ]
 }
 
-/// Answers the request locally: the upstream is never called.
+/// Answers the request locally: the upstream is never called. An error means Envoy took no
+/// reply and the request must go on.
 fn send_local_reply(
     reject: Reject,
     policy: Option<&Policy>,
     correlation: &CorrelationConfig,
     state: &RequestState,
-) {
+) -> Result<(), host::HostError> {
     let retry_after;
     let rate_limit;
     let mut headers: Vec<(&str, &str)> = vec![(DECISION_HEADER, reject.decision())];
@@ -612,12 +619,13 @@ fn send_local_reply(
     ) {
         headers.push((correlation.header.as_str(), id));
     }
-    if hostcalls::send_http_response(status, headers, Some(body.as_bytes())).is_err() {
+    hostcalls::send_http_response(status, headers, Some(body.as_bytes())).map_err(|_| {
         host::log(
             LogLevel::Warn,
             "cannot send a local reply; the request continues",
         );
-    }
+        host::HostError
+    })
 }
 
 /// Keeps, generates or replaces the correlation ID; returns the ID that goes upstream.
