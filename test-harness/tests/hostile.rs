@@ -214,13 +214,26 @@ fn control_characters_and_oversized_values_in_the_correlation_header() {
         "the long value is never logged"
     );
 
+    // A valid ID may hold quotes, braces and colons: it is kept, and JSON-escaped in the log
+    // line it stays one string value, not fields of its own.
+    let forged = r#"x","decision":"forged","priority":"critical"#;
+    let response = s
+        .envoy
+        .send(&Request::get("/edge/quotes").header("x-request-id", forged))
+        .unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("x-request-id").as_deref(), Some(forged));
+    let log_line = s.envoy.wait_for_request_log(forged).expect("log line");
+    assert_eq!(log_line["decision"], "allow", "{log_line}");
+    assert_eq!(log_line["priority"], "normal", "{log_line}");
+
     // Envoy counts what its codec refused (LF, NUL, 64 KiB); the plugin what it saw.
     assert_eq!(
         s.envoy.stat("http.ingress.downstream_cx_protocol_error"),
         Some(3)
     );
     assert_eq!(s.envoy.stat("http.ingress.downstream_rq_4xx"), Some(3));
-    assert_eq!(wait_stat(&s, "edge", "requests", 3), 3);
+    assert_eq!(wait_stat(&s, "edge", "requests", 4), 4);
     assert_eq!(wait_stat(&s, "edge", "id_replaced", 1), 1);
     assert_eq!(wait_stat(&s, "edge", "decision_header_stripped", 1), 1);
     assert_upstream_saw_no_control_characters(&s);
