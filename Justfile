@@ -8,6 +8,10 @@ demo:
 test:
     cargo test-all
 
+# Fuzz every target in fuzz/ for `seconds` each (installs cargo-fuzz into .tools/; needs nightly).
+fuzz seconds="60":
+    cargo harness fuzz --seconds {{seconds}}
+
 # Install wasm targets, Envoy and the wasm test runner into .tools/.
 provision:
     cargo harness provision

@@ -2,6 +2,7 @@
 //! re-checks them on the request path.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
 pub use crate::spec::{IdFormat, Mode, RequestLogging};
@@ -190,6 +191,98 @@ pub struct ShedConfig {
     pub rate_limit_headers: bool,
     /// Bulkhead limit, if any.
     pub max_in_flight: Option<u32>,
+    /// Peers whose priority header may raise a request's priority above `default_priority`;
+    /// `None`: every peer's.
+    pub trust_priority_from: Option<Vec<IpRange>>,
+}
+
+/// A range of IP addresses in CIDR notation (`10.0.0.0/8`, `fd00::/8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRange {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl IpRange {
+    /// Parses `<address>/<prefix length>`. Host bits must be zero: `10.0.0.1/8` is more likely
+    /// a mistake than a way of writing `10.0.0.0/8`.
+    pub fn parse(text: &str) -> Result<IpRange, String> {
+        let (address, prefix) = text
+            .split_once('/')
+            .ok_or_else(|| "must be a CIDR range, e.g. `10.0.0.0/8` or `::1/128`".to_owned())?;
+        let network: IpAddr = address
+            .parse()
+            .map_err(|_| format!("`{address}` is not an IP address"))?;
+        let bits = if network.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= bits)
+            .ok_or_else(|| format!("the prefix length must be 0 to {bits}"))?;
+        let range = IpRange { network, prefix };
+        if !range.contains(network) || range.masked(network) != Some(bits_of(network)) {
+            return Err(format!(
+                "host bits are set; the range is written with zeros there, e.g. `{}`",
+                range.canonical()
+            ));
+        }
+        Ok(range)
+    }
+
+    fn mask(&self) -> u128 {
+        let bits = if self.network.is_ipv4() { 32 } else { 128 };
+        let ones = u128::MAX
+            .checked_shl(bits - u32::from(self.prefix))
+            .unwrap_or(0);
+        if self.network.is_ipv4() {
+            ones & u128::from(u32::MAX)
+        } else {
+            ones
+        }
+    }
+
+    fn masked(&self, address: IpAddr) -> Option<u128> {
+        match (self.network, unmap(address)) {
+            (IpAddr::V4(_), IpAddr::V4(a)) => Some(u128::from(u32::from(a)) & self.mask()),
+            (IpAddr::V6(_), IpAddr::V6(a)) => Some(u128::from(a) & self.mask()),
+            _ => None,
+        }
+    }
+
+    fn canonical(&self) -> String {
+        let network = bits_of(self.network) & self.mask();
+        let address = match self.network {
+            IpAddr::V4(_) => IpAddr::from(u32::try_from(network).unwrap_or(0).to_be_bytes()),
+            IpAddr::V6(_) => IpAddr::from(network.to_be_bytes()),
+        };
+        format!("{address}/{}", self.prefix)
+    }
+
+    /// True when `address` is in the range. An IPv4-mapped IPv6 address (`::ffff:10.0.0.1`,
+    /// as dual-stack listeners report IPv4 peers) counts as the IPv4 address it maps.
+    pub fn contains(&self, address: IpAddr) -> bool {
+        self.masked(address) == Some(bits_of(self.network) & self.mask())
+    }
+}
+
+fn unmap(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn bits_of(address: IpAddr) -> u128 {
+    match address {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+impl std::fmt::Display for IpRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
 }
 
 pub use crate::spec::Priority;

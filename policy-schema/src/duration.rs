@@ -59,7 +59,11 @@ impl ConfigDuration {
             Some((whole, fraction)) => (whole, fraction),
             None => (number, ""),
         };
-        if whole.is_empty() || (number.contains('.') && fraction.is_empty()) {
+        // One dot at most: the fraction is digits only (`1.0.25s` is not a duration).
+        if whole.is_empty()
+            || (number.contains('.') && fraction.is_empty())
+            || fraction.contains('.')
+        {
             return Err(invalid());
         }
         let too_long = || {
@@ -150,6 +154,7 @@ mod tests {
     fn refuses_malformed_text() {
         for text in [
             "", "5", "ms", "5 s", "-5s", "5sec", "5S", "1.s", ".5s", "5s ", "1e3ms", "٥s",
+            "1.0.25s", "1..5s", "1.5.s",
         ] {
             assert!(parse(text).is_err(), "{text:?} should be refused");
         }

@@ -27,6 +27,16 @@ impl ConfigErrors {
         self.0.iter()
     }
 
+    /// How many problems there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when there are none (never, for a refused document).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// True when the error list mentions `path` exactly.
     pub fn has_path(&self, path: &str) -> bool {
         self.0.iter().any(|error| error.path == path)
@@ -47,6 +57,9 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// Longest key quoted in a path, in bytes; longer ones are cut with `…`.
+const MAX_PATH_KEY_LEN: usize = 128;
+
 /// A JSON path under construction while validation walks the document.
 #[derive(Debug, Clone)]
 pub(crate) struct JsonPath(String);
@@ -59,6 +72,8 @@ impl JsonPath {
     /// The path of a member of the object at this path. Keys that are not plain identifiers
     /// (route names often hold `/` or `.`) are quoted so the path stays unambiguous.
     pub(crate) fn key(&self, key: &str) -> Self {
+        // A hostile key cannot make a path (and Envoy's log line) arbitrarily long.
+        let key = &*crate::limits::shorten(key, MAX_PATH_KEY_LEN);
         let plain = !key.is_empty()
             && key
                 .bytes()

@@ -348,6 +348,12 @@ pub struct ShedSpec {
     /// Header carrying the request's criticality: `critical`, `normal` or `sheddable`.
     /// Absent: every request has `default_priority`.
     pub priority_header: Option<Checked<String>>,
+    /// Peers whose priority header is trusted, as CIDR ranges (`10.0.0.0/8`, `::1/128`),
+    /// matched against the request's downstream address as Envoy sees it (`source.address`).
+    /// A request from any other peer may lower its priority below `default_priority`, never
+    /// raise it. Only with `priority_header`. Absent: every peer's priority header is trusted;
+    /// set it wherever clients could claim `critical` for themselves.
+    pub trust_priority_from: Option<Checked<Vec<String>>>,
     /// Criticality of requests without a (valid) priority header. Default: `normal`.
     #[schemars(extend("default" = "normal"))]
     pub default_priority: Option<Checked<Priority>>,
@@ -377,6 +383,7 @@ section!(
         "key",
         "max_keys",
         "priority_header",
+        "trust_priority_from",
         "default_priority",
         "reserve",
         "status",

@@ -9,15 +9,23 @@ use std::time::Duration;
 use crate::checked::Checked;
 use crate::config::{
     BreakerConfig, BudgetConfig, Config, CorrelationConfig, DeadlineFormat, DeadlineHeader,
-    Fallback, Policy, PolicyId, RetryConfig, ShedConfig, GENERATED_ID_LEN, MAX_ID_LENGTH,
+    Fallback, IpRange, Policy, PolicyId, RetryConfig, ShedConfig, GENERATED_ID_LEN, MAX_ID_LENGTH,
     NO_POLICY,
 };
 use crate::duration::ConfigDuration;
 use crate::error::{ConfigError, ConfigErrors, JsonPath};
+use crate::limits::{
+    shorten, MAX_DEADLINE_HEADERS, MAX_FAILURE_STATUSES, MAX_FALLBACK_HEADERS, MAX_POLICIES,
+    MAX_QUOTED_LEN, MAX_ROUTES, MAX_TOTAL_SHED_KEYS, MAX_TRUSTED_RANGES,
+};
 use crate::spec::{
     BreakerSpec, BudgetSpec, ConfigSpec, CorrelationSpec, FallbackSpec, PolicySpec, RequestLogging,
     RetriesSpec, Section, ShedSpec,
 };
+
+/// Errors that get a "did you mean" suggestion; later ones do without, so that a document
+/// full of misspellings cannot make validation quadratic.
+const MAX_SUGGESTIONS: usize = 20;
 
 /// Longest policy name: it becomes part of stat names.
 pub const MAX_POLICY_NAME_LEN: usize = 64;
@@ -85,7 +93,20 @@ pub fn validate(spec: &ConfigSpec) -> Result<Config, ConfigErrors> {
     let policies_path = root.key("policies");
     let empty = BTreeMap::new();
     let policy_specs = v.field(&policies_path, &spec.policies).unwrap_or(&empty);
-    for (name, policy) in policy_specs {
+    let too_many_policies = policy_specs.len() > MAX_POLICIES;
+    if too_many_policies {
+        v.error(
+            &policies_path,
+            format!(
+                "{} policies; at most {MAX_POLICIES} (each defines about 40 Envoy stats on every worker)",
+                policy_specs.len()
+            ),
+        );
+    }
+    for (name, policy) in policy_specs
+        .iter()
+        .take(if too_many_policies { 0 } else { usize::MAX })
+    {
         let path = policies_path.key(name);
         v.policy_name(&path, name);
         let policy = match policy {
@@ -99,6 +120,21 @@ pub fn validate(spec: &ConfigSpec) -> Result<Config, ConfigErrors> {
         policy_ids.insert(name.clone(), id);
         policies.push(policy);
     }
+    let shed_keys: u64 = policies
+        .iter()
+        .filter_map(|policy| policy.shed.as_ref())
+        .filter(|shed| shed.key_header.is_some())
+        .map(|shed| u64::from(shed.max_keys))
+        .sum();
+    if shed_keys > MAX_TOTAL_SHED_KEYS {
+        v.error(
+            &policies_path,
+            format!(
+                "the keyed shed policies have {shed_keys} buckets (max_keys) in all; at most \
+                 {MAX_TOTAL_SHED_KEYS} (every bucket is shared data Envoy never frees)"
+            ),
+        );
+    }
     // Names of policies that failed validation still exist for the purpose of references, so
     // a bad policy does not also produce a misleading "unknown policy" error at every use.
     let known = |name: &str| policy_specs.contains_key(name);
@@ -106,7 +142,20 @@ pub fn validate(spec: &ConfigSpec) -> Result<Config, ConfigErrors> {
     let mut routes = HashMap::new();
     let routes_path = root.key("routes");
     if let Some(route_specs) = v.field(&routes_path, &spec.routes) {
-        for (route, policy) in route_specs {
+        if route_specs.len() > MAX_ROUTES {
+            v.error(
+                &routes_path,
+                format!(
+                    "{} routes; at most {MAX_ROUTES} (select policies through route metadata instead)",
+                    route_specs.len()
+                ),
+            );
+        }
+        for (route, policy) in route_specs.iter().take(if route_specs.len() > MAX_ROUTES {
+            0
+        } else {
+            usize::MAX
+        }) {
             let path = routes_path.key(route);
             if route.is_empty() {
                 v.error(&path, "route name must not be empty");
@@ -154,9 +203,11 @@ struct Validator {
 
 impl Validator {
     fn error(&mut self, path: &JsonPath, message: impl Into<String>) {
+        let message = message.into();
         self.errors.push(ConfigError {
             path: path.as_str().to_owned(),
-            message: message.into(),
+            // serde's messages quote the offending value, which may be huge.
+            message: shorten(&message, 4 * MAX_QUOTED_LEN).into_owned(),
         });
     }
 
@@ -201,9 +252,26 @@ impl Validator {
 
     fn unknown_policy<T>(&mut self, path: &JsonPath, name: &str, policies: &BTreeMap<String, T>) {
         let names: Vec<&str> = policies.keys().map(String::as_str).collect();
-        let message = match closest(name, &names) {
+        // Suggestions cost an edit distance per defined policy: only for the first few errors.
+        let suggestion = if self.errors.len() < MAX_SUGGESTIONS {
+            closest(name, &names)
+        } else {
+            None
+        };
+        let name = shorten(name, 64);
+        let message = match suggestion {
             Some(known) => format!("unknown policy `{name}`; did you mean `{known}`?"),
             None if names.is_empty() => format!("unknown policy `{name}`: no policies are defined"),
+            None if names.len() > 10 => format!(
+                "unknown policy `{name}`; defined: {}, … ({} in all)",
+                names
+                    .iter()
+                    .take(10)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                names.len()
+            ),
             None => format!("unknown policy `{name}`; defined: {}", names.join(", ")),
         };
         self.error(path, message);
@@ -335,6 +403,12 @@ impl Validator {
                 .map(|name| (*name).to_owned())
                 .collect(),
         };
+        if names.len() > MAX_DEADLINE_HEADERS {
+            self.error(
+                &headers_path,
+                format!("at most {MAX_DEADLINE_HEADERS} headers (each is read on every request)"),
+            );
+        }
         let mut caller_deadline_headers = Vec::new();
         for (index, name) in names.into_iter().enumerate() {
             if !is_header_name(&name) {
@@ -519,6 +593,12 @@ impl Validator {
         let failure_statuses =
             match self.field(&path.key("failure_statuses"), &spec.failure_statuses) {
                 Some(statuses) => {
+                    if statuses.len() > MAX_FAILURE_STATUSES {
+                        self.error(
+                            &path.key("failure_statuses"),
+                            format!("at most {MAX_FAILURE_STATUSES} statuses"),
+                        );
+                    }
                     for (index, status) in statuses.iter().enumerate() {
                         if !(100..=599).contains(status) {
                             self.error(
@@ -572,6 +652,12 @@ impl Validator {
         }
         let mut headers = Vec::new();
         if let Some(specified) = self.field(&path.key("headers"), &spec.headers) {
+            if specified.len() > MAX_FALLBACK_HEADERS {
+                self.error(
+                    &path.key("headers"),
+                    format!("at most {MAX_FALLBACK_HEADERS} headers"),
+                );
+            }
             for (name, value) in specified {
                 let name = name.to_ascii_lowercase();
                 let header_path = path.key("headers").key(&name);
@@ -661,6 +747,29 @@ impl Validator {
                 }
                 name
             });
+        let trust_path = path.key("trust_priority_from");
+        let trust_priority_from = match self.field(&trust_path, &spec.trust_priority_from) {
+            Some(ranges) => {
+                if spec.priority_header.is_none() {
+                    self.error(
+                        &trust_path,
+                        "only meaningful with priority_header, which it decides whom to trust for",
+                    );
+                }
+                if ranges.len() > MAX_TRUSTED_RANGES {
+                    self.error(&trust_path, format!("at most {MAX_TRUSTED_RANGES} ranges"));
+                }
+                let mut parsed = Vec::new();
+                for (index, range) in ranges.iter().enumerate() {
+                    match IpRange::parse(range) {
+                        Ok(range) => parsed.push(range),
+                        Err(message) => self.error(&trust_path.index(index), message),
+                    }
+                }
+                Some(parsed)
+            }
+            None => None,
+        };
         let (mut reserve_critical, mut reserve_normal) = (0.2, 0.5);
         if let Some(reserve) = self.field(&path.key("reserve"), &spec.reserve) {
             let reserve_path = path.key("reserve");
@@ -709,6 +818,7 @@ impl Validator {
                 .copied()
                 .unwrap_or(false),
             max_in_flight,
+            trust_priority_from,
         }
     }
 }
@@ -759,10 +869,14 @@ fn check_id_header(name: &str) -> Result<(), String> {
 
 /// The known name closest to a misspelt one, if it is close enough to be what was meant.
 fn closest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
+    let within = |candidate: &str| 2.max(candidate.len() / 4);
     known
         .iter()
+        // The distance is at least the difference in length: skip what cannot be close, so a
+        // megabyte-long name costs nothing.
+        .filter(|candidate| name.len().abs_diff(candidate.len()) <= within(candidate))
         .map(|candidate| (edit_distance(name, candidate), *candidate))
-        .filter(|(distance, candidate)| *distance <= 2.max(candidate.len() / 4))
+        .filter(|(distance, candidate)| *distance <= within(candidate))
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, candidate)| candidate)
 }

@@ -94,6 +94,12 @@ fn spawn(yaml: &str, concurrency: u32, dir: &Path) -> Result<Child, String> {
         .map_err(|e| format!("starting Envoy: {e}"))
 }
 
+/// How long the `wait_for_*` helpers wait for a log line or a stat. Both usually trail a
+/// response by well under a second (stats are flushed once a second); the margin is for a
+/// two-core CI machine running several Envoys at once, where an admin request alone can take
+/// seconds.
+const WAIT_LIMIT: Duration = Duration::from_secs(10);
+
 impl Envoy {
     /// Starts Envoy and waits until it serves traffic.
     pub fn start(spec: &EnvoySpec) -> Result<Envoy, String> {
@@ -253,7 +259,7 @@ impl Envoy {
     /// Waits for the request log line carrying `correlation_id` (on_log runs after the
     /// response is sent, so it may trail the response slightly).
     pub fn wait_for_request_log(&self, correlation_id: &str) -> Option<Value> {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + WAIT_LIMIT;
         loop {
             let found = self
                 .request_logs()
@@ -286,7 +292,7 @@ impl Envoy {
     /// Waits until a stat reaches `at_least` and returns its value (stats trail responses
     /// the same way logs do).
     pub fn wait_for_stat(&self, name: &str, at_least: u64) -> Option<u64> {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + WAIT_LIMIT;
         loop {
             let value = self.stat(name);
             if value.is_some_and(|v| v >= at_least) || Instant::now() > deadline {
@@ -300,7 +306,7 @@ impl Envoy {
 impl Envoy {
     /// Waits until a stat (a gauge) falls to `at_most` and returns its value.
     pub fn wait_for_stat_at_most(&self, name: &str, at_most: u64) -> Option<u64> {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + WAIT_LIMIT;
         loop {
             let value = self.stat(name);
             if value.is_some_and(|v| v <= at_most) || Instant::now() > deadline {

@@ -7,6 +7,7 @@
 //! - [`envoy_config`]: renders Envoy bootstrap YAML, the demo's included.
 //! - [`envoy`]: runs Envoy with a rendered config at `--concurrency 2` and reads its logs and stats.
 //! - [`chaos`]: fault-injection scenarios against real Envoy, with reports and plots.
+//! - [`fuzz`]: runs the cargo-fuzz targets in `fuzz/` (cargo-fuzz installed into `.tools/`).
 //! - [`client`]: a raw HTTP/1.1 client, one connection per request, that sends bytes exactly as
 //!   given (hostile header values included).
 
@@ -15,6 +16,7 @@ pub mod chaos;
 pub mod client;
 pub mod envoy;
 pub mod envoy_config;
+pub mod fuzz;
 pub mod load;
 pub mod provision;
 pub mod upstream;

@@ -10,6 +10,7 @@ use fusebox_harness::chaos::{self, ChaosOptions, TOPOLOGY_FILE};
 use fusebox_harness::envoy_config::{
     demo_spec, render, render_istio_wasm_plugin, DEMO_CONFIG, DEMO_PLUGIN_CONFIG, ISTIO_WASM_PLUGIN,
 };
+use fusebox_harness::fuzz;
 use fusebox_harness::provision::{self, repo_root};
 use fusebox_harness::upstream::Upstream;
 
@@ -18,6 +19,7 @@ const USAGE: &str = "usage: fusebox-harness <command>
 commands:
   demo        build the plugin and run Envoy + fusebox + the demo upstream (127.0.0.1:10000)
   test        provision everything and run the whole test suite (what CI runs)
+  fuzz        run every fuzz target in fuzz/ for --seconds N each (default 60; nightly + cargo-fuzz)
   provision   install the wasm targets, Envoy and the wasm test runner into .tools/
   build       build fusebox.wasm (release, wasm32-wasip1)
   bench       end-to-end overhead: fusebox vs no filter, an empty wasm filter, Envoy-native
@@ -36,6 +38,10 @@ fn main() -> ExitCode {
     let result = match command.as_str() {
         "demo" => demo(),
         "test" => test(),
+        "fuzz" => {
+            let args: Vec<String> = std::env::args().collect();
+            fuzz::seconds_from_args(&args).and_then(fuzz::fuzz)
+        }
         "provision" => provision_all().map(|_| ()),
         "build" => provision::plugin_wasm().map(|path| println!("{}", path.display())),
         "render" => render_checked_in(),
@@ -167,6 +173,8 @@ fn test() -> Result<(), String> {
     )?;
     eprintln!("\n=== fusebox: fault-injection scenarios, short profile");
     chaos(&["--short".to_owned()])?;
+    eprintln!("\n=== fusebox: fuzzing, {}s per target", fuzz::TEST_SECONDS);
+    fuzz::fuzz(fuzz::TEST_SECONDS)?;
     eprintln!("\n=== fusebox: every check passed");
     Ok(())
 }

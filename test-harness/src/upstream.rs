@@ -7,6 +7,7 @@
 //! | `/delay/<ms>` | wait, then reply 200 |
 //! | `/hang` | accept and never answer |
 //! | `/close` | close the connection without a response |
+//! | `/respond-header/<name>/<value>` | reply 200 with that response header added |
 //! | anything else | 200 with a JSON echo of the request |
 //!
 //! On top of that, a [`Fault`] switched at run time (through [`Upstream::set_fault`] or the
@@ -310,6 +311,13 @@ fn path_number(path: &str, marker: &str) -> Option<u64> {
     rest.split(['/', '?']).next()?.parse().ok()
 }
 
+/// The `<name>` and `<value>` following `/respond-header/` in a path.
+fn path_header(path: &str) -> Option<(&str, &str)> {
+    let rest = path.split("/respond-header/").nth(1)?;
+    let mut parts = rest.split(['/', '?']);
+    Some((parts.next()?, parts.next()?))
+}
+
 #[derive(Debug)]
 struct CloseConnection;
 
@@ -384,6 +392,9 @@ async fn handle(
     if closing {
         response = response.header("connection", "close");
     }
+    if let Some((name, value)) = path_header(&path) {
+        response = response.header(name, value);
+    }
     let response = response.body(Full::new(Bytes::from(echo)));
     Ok(response.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
 }
@@ -409,5 +420,12 @@ mod tests {
         assert_eq!(path_number("/delay/250?x=1", "/delay/"), Some(250));
         assert_eq!(path_number("/status/abc", "/status/"), None);
         assert_eq!(path_number("/other", "/status/"), None);
+    }
+
+    #[test]
+    fn a_response_header_is_read_from_the_path() {
+        assert_eq!(path_header("/p/respond-header/x-a/b?q"), Some(("x-a", "b")));
+        assert_eq!(path_header("/p/respond-header/x-a"), None);
+        assert_eq!(path_header("/p"), None);
     }
 }

@@ -162,7 +162,9 @@ pub fn plan(config: &BudgetConfig, caller: CallerDeadline, elapsed: Duration) ->
         CallerDeadline::Absent | CallerDeadline::Ignored(_) => config.timeout,
     };
     let remaining = deadline.saturating_sub(elapsed);
-    if remaining.is_zero() || remaining < config.min_remaining {
+    // Envoy takes timeouts in whole milliseconds and reads 0 as "none": under 1 ms left, any
+    // timeout the router could be given would be longer than the budget.
+    if remaining < MIN_ROUTER_TIMEOUT || remaining < config.min_remaining {
         return BudgetPlan {
             remaining,
             outcome: BudgetOutcome::DeadlineExceeded,
@@ -181,6 +183,9 @@ pub fn plan(config: &BudgetConfig, caller: CallerDeadline, elapsed: Duration) ->
         },
     }
 }
+
+/// The shortest timeout Envoy's router can be given: 1 ms.
+pub const MIN_ROUTER_TIMEOUT: Duration = Duration::from_millis(1);
 
 /// Retries after the first attempt that still fit whole in `remaining`, at most `max`.
 pub fn retries_that_fit(remaining: Duration, per_try: Duration, max: u32) -> u32 {
@@ -430,6 +435,24 @@ mod tests {
     }
 
     #[wasm_bindgen_test(unsupported = test)]
+    fn under_a_millisecond_left_is_exceeded_even_without_a_minimum() {
+        let no_minimum = budget(1000, 0, None);
+        let plan_at = |elapsed: Duration| plan(&no_minimum, CallerDeadline::Absent, elapsed);
+        assert_eq!(
+            plan_at(ms(999) + Duration::from_micros(500)).outcome,
+            BudgetOutcome::DeadlineExceeded,
+            "the router's 1 ms would outlive the 0.5 ms left"
+        );
+        assert_eq!(
+            plan_at(ms(999)).outcome,
+            BudgetOutcome::Proceed {
+                upstream_timeout_ms: 1,
+                retries: None
+            }
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
     fn headers_are_rounded_down_but_never_to_zero() {
         assert_eq!(whole_millis(Duration::from_micros(1999)), 1);
         assert_eq!(whole_millis(Duration::from_micros(10)), 1);
@@ -441,5 +464,102 @@ mod tests {
             parse_grpc_timeout(format_grpc_timeout(ms(1234)).as_bytes()),
             Ok(ms(1234))
         );
+    }
+
+    /// Property tests: the budget never grows. Whatever the route's budget, the caller's
+    /// deadline, the time already spent and the retry policy, nothing handed to the router or
+    /// the upstream is longer than min(route timeout, caller deadline) − elapsed.
+    #[cfg(not(target_arch = "wasm32"))]
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn config() -> impl Strategy<Value = BudgetConfig> {
+            let max_ms = u64::try_from(MAX_DURATION.as_millis()).unwrap_or(u64::MAX);
+            prop_oneof![1u64..=2_000, 1u64..=max_ms]
+                .prop_flat_map(move |timeout| {
+                    (
+                        Just(timeout),
+                        prop_oneof![Just(0u64), Just(1u64.min(timeout - 1)), 0u64..timeout],
+                        proptest::option::of((1u32..=10, 1u64..timeout.max(2))),
+                    )
+                })
+                .prop_map(|(timeout, min_remaining, retries)| {
+                    budget(timeout, min_remaining, retries)
+                })
+        }
+
+        fn caller() -> impl Strategy<Value = CallerDeadline> {
+            let max_ns = u64::try_from(MAX_DURATION.as_nanos()).unwrap_or(u64::MAX);
+            prop_oneof![
+                Just(CallerDeadline::Absent),
+                (0u64..=max_ns).prop_map(|ns| CallerDeadline::Honored(Duration::from_nanos(ns))),
+                (0u64..2_000_000_000)
+                    .prop_map(|ns| CallerDeadline::Honored(Duration::from_nanos(ns))),
+                Just(CallerDeadline::Ignored(DeadlineDefect::Overflow)),
+            ]
+        }
+
+        fn elapsed() -> impl Strategy<Value = Duration> {
+            prop_oneof![
+                (0u64..2_000_000_000).prop_map(Duration::from_nanos),
+                any::<u64>().prop_map(Duration::from_nanos),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+            #[test]
+            fn the_budget_never_grows(
+                c in config(),
+                caller in caller(),
+                elapsed in elapsed(),
+                near_the_end in proptest::option::of(0u64..3_000_000),
+            ) {
+                let ceiling = match caller {
+                    CallerDeadline::Honored(deadline) => deadline.min(c.timeout),
+                    _ => c.timeout,
+                };
+                // Often start within 3 ms of the deadline, where rounding matters most.
+                let elapsed = near_the_end
+                    .map_or(elapsed, |slack| ceiling.saturating_sub(Duration::from_nanos(slack)));
+                let p = plan(&c, caller, elapsed);
+                prop_assert!(p.remaining <= ceiling);
+                prop_assert!(p.remaining <= c.timeout);
+                prop_assert_eq!(p.remaining, ceiling.saturating_sub(elapsed));
+                match p.outcome {
+                    BudgetOutcome::DeadlineExceeded => {
+                        prop_assert!(p.remaining < c.min_remaining.max(MIN_ROUTER_TIMEOUT));
+                    }
+                    BudgetOutcome::Proceed { upstream_timeout_ms, retries } => {
+                        prop_assert!(p.remaining >= c.min_remaining);
+                        // The router's timeout (whole ms) never outlives what is left.
+                        prop_assert!(upstream_timeout_ms >= 1);
+                        prop_assert!(Duration::from_millis(upstream_timeout_ms) <= p.remaining);
+                        // Neither does the deadline the upstream is told in grpc-timeout.
+                        let told = parse_grpc_timeout(format_grpc_timeout(p.remaining).as_bytes());
+                        prop_assert!(matches!(told, Ok(d) if d <= p.remaining), "{told:?}");
+                        if let (Some(granted), Some(policy)) = (retries, &c.retries) {
+                            prop_assert!(granted.retries <= policy.max);
+                            let attempts = u128::from(granted.retries) + 1;
+                            let per_try = policy.per_try_timeout.as_nanos();
+                            // Retries never outlive the budget: every attempt fits whole...
+                            if granted.retries > 0 {
+                                prop_assert!(attempts * per_try <= p.remaining.as_nanos());
+                                prop_assert!(
+                                    u128::from(granted.per_try_timeout_ms) * attempts
+                                        <= u128::from(upstream_timeout_ms)
+                                );
+                            }
+                            // ...and no retry that would fit is withheld.
+                            if granted.retries < policy.max {
+                                prop_assert!((attempts + 1) * per_try > p.remaining.as_nanos());
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -85,11 +85,20 @@ pub enum Counter {
     ShedKeysOverflow,
     /// Bucket or bulkhead state could not be read or written (the request was let through).
     ShedStateErrors,
+    /// A peer outside `shed.trust_priority_from` claimed a higher priority than the default;
+    /// it got the default.
+    PriorityUntrusted,
+    /// An `x-fusebox-decision` header Fusebox did not set was removed: from a client's request,
+    /// or from an upstream's response.
+    DecisionHeaderStripped,
+    /// Host calls that failed (a header not set or removed): the decision they carried was
+    /// degraded, the request went on.
+    HostCallErrors,
 }
 
 impl Counter {
     /// Every counter, in stat-definition order.
-    pub const ALL: [Counter; 36] = [
+    pub const ALL: [Counter; 39] = [
         Counter::Requests,
         Counter::IdKept,
         Counter::IdGenerated,
@@ -126,6 +135,9 @@ impl Counter {
         Counter::WouldBulkheadFull,
         Counter::ShedKeysOverflow,
         Counter::ShedStateErrors,
+        Counter::PriorityUntrusted,
+        Counter::DecisionHeaderStripped,
+        Counter::HostCallErrors,
     ];
 
     /// Position in [`Counter::ALL`].
@@ -172,6 +184,9 @@ impl Counter {
             Counter::WouldBulkheadFull => "would_bulkhead_full",
             Counter::ShedKeysOverflow => "shed_keys_overflow",
             Counter::ShedStateErrors => "shed_state_errors",
+            Counter::PriorityUntrusted => "priority_untrusted",
+            Counter::DecisionHeaderStripped => "decision_header_stripped",
+            Counter::HostCallErrors => "host_call_errors",
         }
     }
 }

@@ -57,6 +57,9 @@ pub struct RequestLog<'a> {
     /// The request's criticality, when the policy sheds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub priority: Option<&'static str>,
+    /// The request claimed a higher priority than its peer is trusted with, and got the default.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub priority_untrusted: bool,
     /// Whole tokens left in its bucket after it took one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tokens_left: Option<u64>,
@@ -228,6 +231,9 @@ mod tests {
         assert!(parsed.get("mode").is_none());
         assert!(parsed.get("metadata_policy_unknown").is_none());
         assert!(parsed.get("correlation_invalid").is_none());
+        assert!(parsed.get("code_details").is_none());
+        assert!(parsed.get("response_flags").is_none());
+        assert!(parsed.get("priority_untrusted").is_none());
     }
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -18,10 +18,15 @@ pub enum WriteError {
     Host,
 }
 
+/// The host could not read a key: not the same as a key that is absent, which would be
+/// created (and so overwritten) by the next write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadError;
+
 /// A process-wide key-value store with compare-and-swap.
 pub trait SharedStore {
     /// The value of `key` and its version (`None` when the key has never been written).
-    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)>;
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, ReadError>;
     /// Writes `value` if the key is still at version `cas` (0: write unconditionally, which is
     /// how a missing key is created).
     fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), WriteError>;
@@ -72,8 +77,10 @@ where
     let mut stats = UpdateStats::default();
     for _ in 0..MAX_CAS_ATTEMPTS {
         let (stored, cas) = match store.get(key) {
-            Some((bytes, cas)) => (Some(bytes), cas),
-            None => (None, 0),
+            Ok(Some((bytes, cas))) => (Some(bytes), cas),
+            Ok(None) => (None, 0),
+            // Writing now would replace whatever is there unconditionally.
+            Err(ReadError) => return (Err(UpdateError::Host), stats),
         };
         let decoded = stored.as_deref().and_then(V::decode);
         stats.reset |= stored.is_some() && decoded.is_none();
@@ -99,8 +106,8 @@ pub struct MemoryStore {
 }
 
 impl SharedStore for MemoryStore {
-    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        self.entries.borrow().get(key).cloned()
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, ReadError> {
+        Ok(self.entries.borrow().get(key).cloned())
     }
 
     fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), WriteError> {
@@ -148,15 +155,15 @@ mod tests {
     }
 
     impl SharedStore for Racing {
-        fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-            let read = self.inner.get(key);
+        fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, ReadError> {
+            let read = self.inner.get(key)?;
             if *self.races.borrow() > 0 {
                 *self.races.borrow_mut() -= 1;
                 let (bytes, _) = read.clone().unwrap_or_default();
                 let other = Counter::decode(&bytes).unwrap_or_default().0 + 100;
                 self.inner.poke(key, &Counter(other).encode());
             }
-            read
+            Ok(read)
         }
         fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), WriteError> {
             self.inner.set(key, value, cas)
@@ -221,8 +228,32 @@ mod tests {
     fn an_unchanged_value_is_not_written() {
         let store = MemoryStore::default();
         store.poke("k", &Counter(5).encode());
-        let version = store.get("k").map(|(_, v)| v);
+        let version = store.get("k").unwrap().map(|(_, v)| v);
         let _ = update(&store, "k", |c: &mut Counter| c.0);
-        assert_eq!(store.get("k").map(|(_, v)| v), version);
+        assert_eq!(store.get("k").unwrap().map(|(_, v)| v), version);
+    }
+
+    /// A store whose reads fail, as a host might.
+    struct Unreadable(MemoryStore);
+
+    impl SharedStore for Unreadable {
+        fn get(&self, _: &str) -> Result<Option<(Vec<u8>, u32)>, ReadError> {
+            Err(ReadError)
+        }
+        fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), WriteError> {
+            self.0.set(key, value, cas)
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_failed_read_is_an_error_and_never_overwrites_the_value() {
+        let store = Unreadable(MemoryStore::default());
+        store.0.poke("k", &Counter(41).encode());
+        let (result, _) = update(&store, "k", |c: &mut Counter| c.0 += 1);
+        assert_eq!(result, Err(UpdateError::Host));
+        assert_eq!(
+            store.0.get("k").unwrap().map(|(b, _)| b),
+            Some(Counter(41).encode())
+        );
     }
 }

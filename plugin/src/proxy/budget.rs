@@ -45,29 +45,35 @@ pub fn elapsed_since_request_start(now_nanos: u64) -> Duration {
 }
 
 /// Hands the router the budget: its timeout for the whole exchange, the retries that fit, and
-/// a rewritten `grpc-timeout` so a gRPC upstream knows its real deadline.
+/// a rewritten `grpc-timeout` so a gRPC upstream knows its real deadline. Returns how many
+/// header writes failed.
 pub fn apply(
     remaining: Duration,
     upstream_timeout_ms: u64,
     retries: Option<(RetryPlan, &RetryConfig)>,
-) {
-    host::set_request_header(UPSTREAM_TIMEOUT, &upstream_timeout_ms.to_string());
-    if host::request_header(GRPC_TIMEOUT).is_some() {
-        host::set_request_header(GRPC_TIMEOUT, &format_grpc_timeout(remaining));
-    }
-    let Some((plan, config)) = retries else {
-        return;
+) -> u32 {
+    let mut failed = 0;
+    let mut set = |name: &str, value: &str| {
+        if host::set_request_header(name, value).is_err() {
+            failed += 1;
+        }
     };
-    host::set_request_header(MAX_RETRIES, &plan.retries.to_string());
-    if plan.retries == 0 {
-        // The single attempt gets the whole budget.
-        return;
+    set(UPSTREAM_TIMEOUT, &upstream_timeout_ms.to_string());
+    if host::request_header(GRPC_TIMEOUT).is_some() {
+        set(GRPC_TIMEOUT, &format_grpc_timeout(remaining));
     }
-    host::set_request_header(PER_TRY_TIMEOUT, &plan.per_try_timeout_ms.to_string());
-    if !config.retry_on.is_empty() {
-        host::set_request_header(RETRY_ON, &config.retry_on);
+    if let Some((plan, config)) = retries {
+        set(MAX_RETRIES, &plan.retries.to_string());
+        // With no retry the single attempt gets the whole budget.
+        if plan.retries > 0 {
+            set(PER_TRY_TIMEOUT, &plan.per_try_timeout_ms.to_string());
+            if !config.retry_on.is_empty() {
+                set(RETRY_ON, &config.retry_on);
+            }
+            if !config.retry_grpc_on.is_empty() {
+                set(RETRY_GRPC_ON, &config.retry_grpc_on);
+            }
+        }
     }
-    if !config.retry_grpc_on.is_empty() {
-        host::set_request_header(RETRY_GRPC_ON, &config.retry_grpc_on);
-    }
+    failed
 }

@@ -1,5 +1,13 @@
-//! The few host calls Fusebox makes, each turned into a value or `None`: a host error on the
-//! request path degrades one decision, it never panics the VM.
+//! The few host calls Fusebox makes, each turned into a value, `None` or a `Result` the caller
+//! must look at: a host error on the request path degrades one decision and is
+//! counted (`host_call_errors`), it never panics the VM.
+//!
+//! One limit is the SDK's, not ours: its `hostcalls` wrappers panic on a status they do not
+//! expect instead of returning it (e.g. anything but `Ok` from a header write). Envoy 1.40
+//! returns those statuses only for a header map that does not exist in the current callback,
+//! which Fusebox never asks for; avoiding the wrappers would take `unsafe` FFI, which this
+//! workspace forbids. Should one ever fire, the panic hook logs it and `FAIL_RELOAD` replaces
+//! the VM.
 
 use std::cell::RefCell;
 use std::time::UNIX_EPOCH;
@@ -103,15 +111,21 @@ pub fn response_header(name: &str) -> Option<Vec<u8>> {
         .flatten()
 }
 
-/// Sets a request header, replacing any value it had.
-pub fn set_request_header(name: &str, value: &str) {
-    let _ =
-        hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value.as_bytes()));
+/// A host call that did not do what was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostError;
+
+/// Sets a request header, replacing every value it had.
+pub fn set_request_header(name: &str, value: &str) -> Result<(), HostError> {
+    hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value.as_bytes()))
+        .map_err(|_| HostError)?;
     update_snapshot(name, Some(value));
+    Ok(())
 }
 
-/// Removes a request header.
-pub fn remove_request_header(name: &str) {
+/// Removes a request header (every value of it); no host call when the snapshot shows it is
+/// not there.
+pub fn remove_request_header(name: &str) -> Result<(), HostError> {
     let known_absent = with_snapshot(|snapshot| {
         snapshot.as_ref().map(|headers| {
             !headers
@@ -122,24 +136,31 @@ pub fn remove_request_header(name: &str) {
     .flatten()
     .unwrap_or(false);
     if known_absent {
-        return;
+        return Ok(());
     }
-    let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, None);
+    hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, None)
+        .map_err(|_| HostError)?;
     update_snapshot(name, None);
+    Ok(())
 }
 
-/// Sets a response header, replacing any value it had.
-pub fn set_response_header(name: &str, value: &str) {
-    let _ =
-        hostcalls::set_map_value_bytes(MapType::HttpResponseHeaders, name, Some(value.as_bytes()));
+/// Sets a response header, replacing every value it had.
+pub fn set_response_header(name: &str, value: &str) -> Result<(), HostError> {
+    hostcalls::set_map_value_bytes(MapType::HttpResponseHeaders, name, Some(value.as_bytes()))
+        .map_err(|_| HostError)
 }
 
-/// The plugin configuration document.
-pub fn plugin_configuration() -> Vec<u8> {
+/// Removes a response header (every value of it).
+pub fn remove_response_header(name: &str) -> Result<(), HostError> {
+    hostcalls::set_map_value_bytes(MapType::HttpResponseHeaders, name, None).map_err(|_| HostError)
+}
+
+/// The plugin configuration document (empty when there is none). An error is not an empty
+/// document: treating it as one would run the filter on defaults instead of its configuration.
+pub fn plugin_configuration() -> Result<Vec<u8>, HostError> {
     hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
-        .ok()
-        .flatten()
-        .unwrap_or_default()
+        .map(Option::unwrap_or_default)
+        .map_err(|_| HostError)
 }
 
 /// Random bytes fetched from the host per `random_get` call: each call costs a round trip
@@ -176,7 +197,8 @@ pub fn random_bytes<const N: usize>() -> Option<[u8; N]> {
     })
 }
 
-/// Writes a line to Envoy's log.
+/// Writes a line to Envoy's log. If Envoy cannot take it there is nowhere left to report
+/// that, so the error ends here.
 pub fn log(level: LogLevel, message: &str) {
     let _ = hostcalls::log(level, message);
 }

@@ -70,6 +70,8 @@ struct RequestState {
 /// Shedding's view of the request.
 struct ShedRecord {
     priority: Priority,
+    /// The request claimed a priority its peer is not trusted with.
+    priority_untrusted: bool,
     tokens_left: Option<u64>,
     /// The bulkhead slot to give back when the stream ends.
     in_flight_key: Option<String>,
@@ -120,13 +122,22 @@ impl HttpContext for FuseboxHttp {
             count(Counter::MetadataPolicyUnknown);
         }
 
+        // The decision header is Fusebox's answer to the client: one a client sends is
+        // a forgery the upstream must not act on.
+        if host::request_header(DECISION_HEADER).is_some() {
+            match host::remove_request_header(DECISION_HEADER) {
+                Ok(()) => count(Counter::DecisionHeaderStripped),
+                Err(host::HostError) => count(Counter::HostCallErrors),
+            }
+        }
+
         let correlation = &runtime.config.correlation;
-        let (correlation_id, id_verdict) = correlate(correlation, started_nanos);
+        let (correlation_id, id_verdict) = correlate(correlation, started_nanos, &count);
         count(id_verdict.into());
         if correlation_id.is_none() {
             count(Counter::IdGenerationFailed);
         }
-        let traceparent = correlation.traceparent.then(ensure_traceparent);
+        let traceparent = correlation.traceparent.then(|| ensure_traceparent(&count));
         if let Some(verdict) = traceparent {
             count(verdict.into());
         }
@@ -155,11 +166,17 @@ impl HttpContext for FuseboxHttp {
 
         let action = match (rejection, policy.map(|policy| policy.mode)) {
             (Some(reject), Some(Mode::Enforce)) => {
-                count(Counter::rejected(reject));
-                state.decision = reject.decision();
-                state.local_reply = true;
-                send_local_reply(reject, policy, correlation, &state);
-                Action::Pause
+                if send_local_reply(reject, policy, correlation, &state).is_ok() {
+                    count(Counter::rejected(reject));
+                    state.decision = reject.decision();
+                    state.local_reply = true;
+                    Action::Pause
+                } else {
+                    // Paused without a reply, the request would hang until the client gives
+                    // up: let it through instead, like every other host failure.
+                    count(Counter::HostCallErrors);
+                    Action::Continue
+                }
             }
             (Some(reject), _) => {
                 count(Counter::would_reject(reject));
@@ -188,9 +205,23 @@ impl HttpContext for FuseboxHttp {
             0
         };
         record_breaker_outcome(runtime, request, status, flags);
+        let count = |counter: Counter| runtime.metrics.increment(request.selection.policy, counter);
+        let counted = |result: Result<(), host::HostError>| {
+            if result.is_err() {
+                count(Counter::HostCallErrors);
+            }
+        };
+        // Only a local reply carries Fusebox's own decision header; an upstream's would claim
+        // a decision Fusebox never made.
+        if !request.local_reply && host::response_header(DECISION_HEADER).is_some() {
+            match host::remove_response_header(DECISION_HEADER) {
+                Ok(()) => count(Counter::DecisionHeaderStripped),
+                Err(host::HostError) => count(Counter::HostCallErrors),
+            }
+        }
         let correlation = &runtime.config.correlation;
         if let (true, Some(id)) = (correlation.echo_in_response, &request.correlation_id) {
-            host::set_response_header(&correlation.header, id);
+            counted(host::set_response_header(&correlation.header, id));
         }
         let policy = request
             .selection
@@ -210,7 +241,7 @@ impl HttpContext for FuseboxHttp {
         ) {
             if config.rate_limit_headers {
                 for (name, value) in rate_limit_headers(config, *left, None) {
-                    host::set_response_header(name, &value);
+                    counted(host::set_response_header(name, &value));
                 }
             }
         }
@@ -303,6 +334,7 @@ impl HttpContext for FuseboxHttp {
                 .and_then(|b| b.outcome)
                 .map(Outcome::as_str),
             priority: request.shed.as_ref().map(|s| priority_name(s.priority)),
+            priority_untrusted: request.shed.as_ref().is_some_and(|s| s.priority_untrusted),
             tokens_left: request.shed.as_ref().and_then(|s| s.tokens_left),
             status,
             code_details: code_details.as_deref(),
@@ -349,7 +381,10 @@ fn decide_budget(
             }
             if policy.mode == Mode::Enforce {
                 let retries = retries.zip(config.retries.as_ref());
-                budget::apply(plan.remaining, upstream_timeout_ms, retries);
+                let failed = budget::apply(plan.remaining, upstream_timeout_ms, retries);
+                for _ in 0..failed {
+                    count(Counter::HostCallErrors);
+                }
                 count(Counter::BudgetApplied);
             }
             None
@@ -479,9 +514,11 @@ fn decide_shed(
         metrics: &runtime.metrics,
         policy_id,
     };
-    let priority = reporter.priority(config);
+    let (priority, priority_untrusted) = reporter.priority(config);
+    // Refused claims are counted (priority_untrusted) and flagged in the request's log line.
     let mut record = ShedRecord {
         priority,
+        priority_untrusted,
         tokens_left: None,
         in_flight_key: None,
     };
@@ -527,13 +564,14 @@ fn rate_limit_headers(
     ]
 }
 
-/// Answers the request locally: the upstream is never called.
+/// Answers the request locally: the upstream is never called. An error means Envoy took no
+/// reply and the request must go on.
 fn send_local_reply(
     reject: Reject,
     policy: Option<&Policy>,
     correlation: &CorrelationConfig,
     state: &RequestState,
-) {
+) -> Result<(), host::HostError> {
     let retry_after;
     let rate_limit;
     let mut headers: Vec<(&str, &str)> = vec![(DECISION_HEADER, reject.decision())];
@@ -586,16 +624,21 @@ fn send_local_reply(
     ) {
         headers.push((correlation.header.as_str(), id));
     }
-    if hostcalls::send_http_response(status, headers, Some(body.as_bytes())).is_err() {
+    hostcalls::send_http_response(status, headers, Some(body.as_bytes())).map_err(|_| {
         host::log(
             LogLevel::Warn,
             "cannot send a local reply; the request continues",
         );
-    }
+        host::HostError
+    })
 }
 
 /// Keeps, generates or replaces the correlation ID; returns the ID that goes upstream.
-fn correlate(config: &CorrelationConfig, now_nanos: u64) -> (Option<String>, IdVerdict) {
+fn correlate(
+    config: &CorrelationConfig,
+    now_nanos: u64,
+    count: &dyn Fn(Counter),
+) -> (Option<String>, IdVerdict) {
     let incoming = host::request_header(&config.header);
     let verdict = judge_incoming_id(config, incoming.as_deref());
     if verdict == IdVerdict::Keep {
@@ -605,13 +648,20 @@ fn correlate(config: &CorrelationConfig, now_nanos: u64) -> (Option<String>, IdV
     match host::random_bytes::<ID_ENTROPY_LEN>() {
         Some(random) => {
             let id = mint_id(config.generate, now_nanos / 1_000_000, random);
-            host::set_request_header(&config.header, id.as_str());
+            if host::set_request_header(&config.header, id.as_str()).is_err() {
+                count(Counter::HostCallErrors);
+                // The upstream did not get the minted ID; it must not get the refused one.
+                if incoming.is_some() && host::remove_request_header(&config.header).is_err() {
+                    count(Counter::HostCallErrors);
+                }
+                return (None, verdict);
+            }
             (Some(id.as_str().to_owned()), verdict)
         }
         None => {
             // Never invent an ID from the clock or a counter; never forward one we refused.
-            if incoming.is_some() {
-                host::remove_request_header(&config.header);
+            if incoming.is_some() && host::remove_request_header(&config.header).is_err() {
+                count(Counter::HostCallErrors);
             }
             (None, verdict)
         }
@@ -619,16 +669,21 @@ fn correlate(config: &CorrelationConfig, now_nanos: u64) -> (Option<String>, IdV
 }
 
 /// Keeps a valid `traceparent`, otherwise sets a fresh one and drops `tracestate`.
-fn ensure_traceparent() -> TraceparentVerdict {
+fn ensure_traceparent(count: &dyn Fn(Counter)) -> TraceparentVerdict {
     let verdict = judge_traceparent(host::request_header(TRACEPARENT).as_deref());
     if verdict != TraceparentVerdict::Keep {
-        match host::random_bytes::<TRACEPARENT_ENTROPY_LEN>() {
+        let written = match host::random_bytes::<TRACEPARENT_ENTROPY_LEN>() {
             Some(random) => {
                 host::set_request_header(TRACEPARENT, mint_traceparent(random).as_str())
             }
             None => host::remove_request_header(TRACEPARENT),
+        };
+        if written.is_err() {
+            count(Counter::HostCallErrors);
         }
-        host::remove_request_header(TRACESTATE);
+        if host::remove_request_header(TRACESTATE).is_err() {
+            count(Counter::HostCallErrors);
+        }
     }
     verdict
 }

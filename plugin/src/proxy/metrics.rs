@@ -163,20 +163,33 @@ impl Metrics {
         }
     }
 
-    /// Hands every gathered update to Envoy.
+    /// Hands every gathered update to Envoy. An update Envoy refuses is kept for the next
+    /// flush (counters) or superseded by a later value (gauges), and reported once per flush.
     pub fn flush(&self) {
+        let mut failed = 0u32;
         let mut pending = self.pending.borrow_mut();
         for (row, ids) in pending.iter_mut().zip(&self.rows) {
             for (count, id) in row.iter_mut().zip(ids) {
                 if let (Some(id), true) = (id, *count > 0) {
-                    let _ =
-                        hostcalls::increment_metric(*id, i64::try_from(*count).unwrap_or(i64::MAX));
+                    let offset = i64::try_from(*count).unwrap_or(i64::MAX);
+                    if hostcalls::increment_metric(*id, offset).is_err() {
+                        failed += 1;
+                        continue;
+                    }
                 }
                 *count = 0;
             }
         }
         for (id, value) in self.pending_gauges.borrow_mut().drain(..) {
-            let _ = hostcalls::record_metric(id, value);
+            if hostcalls::record_metric(id, value).is_err() {
+                failed += 1;
+            }
+        }
+        if failed > 0 {
+            host::log(
+                LogLevel::Warn,
+                &format!("Envoy refused {failed} stat updates; counters are retried next flush"),
+            );
         }
     }
 }

@@ -3,7 +3,8 @@
 
 use std::rc::Rc;
 
-use fusebox_policy_schema::Config;
+use fusebox_policy_schema::limits::MAX_LOGGED_ERRORS;
+use fusebox_policy_schema::{Config, ConfigError, ConfigErrors};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
@@ -38,8 +39,17 @@ pub struct FuseboxRoot {
 impl Context for FuseboxRoot {}
 
 impl RootContext for FuseboxRoot {
-    fn on_configure(&mut self, _configuration_size: usize) -> bool {
-        match fusebox_policy_schema::parse(&host::plugin_configuration()) {
+    fn on_configure(&mut self, configuration_size: usize) -> bool {
+        // An oversized document is refused before it is copied into the VM.
+        let document = fusebox_policy_schema::check_size(configuration_size).and_then(|()| {
+            host::plugin_configuration().map_err(|_| {
+                ConfigErrors(vec![ConfigError {
+                    path: "$".to_owned(),
+                    message: "Envoy did not hand over the configuration".to_owned(),
+                }])
+            })
+        });
+        match document.and_then(|document| fusebox_policy_schema::parse(&document)) {
             Ok(config) => {
                 host::log(
                     LogLevel::Info,
@@ -63,7 +73,12 @@ impl RootContext for FuseboxRoot {
                     })
                     .collect();
                 let shed = config.policies().iter().map(ShedRuntime::new).collect();
-                let _ = hostcalls::set_tick_period(FLUSH_PERIOD);
+                if hostcalls::set_tick_period(FLUSH_PERIOD).is_err() {
+                    host::log(
+                        LogLevel::Error,
+                        "cannot set a tick period: stats will not reach Envoy",
+                    );
+                }
                 self.runtime = Some(Rc::new(Runtime {
                     config,
                     metrics,
@@ -74,13 +89,19 @@ impl RootContext for FuseboxRoot {
                 true
             }
             Err(errors) => {
-                let count = errors.iter().count();
+                let count = errors.len();
                 host::log(
                     LogLevel::Error,
                     &format!("invalid configuration, refusing to start ({count} problems):"),
                 );
-                for error in errors.iter() {
+                for error in errors.iter().take(MAX_LOGGED_ERRORS) {
                     host::log(LogLevel::Error, &format!("config error: {error}"));
+                }
+                if count > MAX_LOGGED_ERRORS {
+                    host::log(
+                        LogLevel::Error,
+                        &format!("config error: … and {} more", count - MAX_LOGGED_ERRORS),
+                    );
                 }
                 false
             }
@@ -104,6 +125,8 @@ impl RootContext for FuseboxRoot {
                 };
                 let count = HostStore
                     .get(&shed.in_flight_key)
+                    .ok()
+                    .flatten()
                     .and_then(|(bytes, _)| InFlight::decode(&bytes))
                     .unwrap_or_default()
                     .count;

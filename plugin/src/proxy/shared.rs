@@ -4,16 +4,17 @@
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::Status;
 
-use crate::policy::shared::{SharedStore, WriteError};
+use crate::policy::shared::{ReadError, SharedStore, WriteError};
 
 /// The host's shared data.
 pub struct HostStore;
 
 impl SharedStore for HostStore {
-    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, ReadError> {
         match hostcalls::get_shared_data(key) {
-            Ok((Some(bytes), cas)) => Some((bytes, cas.unwrap_or(0))),
-            _ => None,
+            Ok((Some(bytes), cas)) => Ok(Some((bytes, cas.unwrap_or(0)))),
+            Ok((None, _)) => Ok(None),
+            Err(_) => Err(ReadError),
         }
     }
 

@@ -9,7 +9,9 @@ use super::shared::HostStore;
 use crate::policy::counters::Counter;
 use crate::policy::shared::update;
 use crate::policy::shed::slots::{self, take_from_slot, SlotTake};
-use crate::policy::shed::{parse_priority, Bucket, InFlight, Limits, Take};
+use crate::policy::shed::{
+    effective_priority, parse_priority, peer_address, Bucket, InFlight, Limits, Take,
+};
 
 /// What a policy's shedding needs on every request, computed once at configure time.
 pub struct ShedRuntime {
@@ -60,15 +62,27 @@ impl ShedReporter<'_> {
         self.metrics.increment(Some(self.policy_id), counter);
     }
 
-    /// The request's criticality: its priority header if the policy reads one and it is valid,
-    /// otherwise the policy's default.
-    pub fn priority(&self, config: &ShedConfig) -> Priority {
-        config
+    /// The request's criticality: its priority header if the policy reads one, it is valid and
+    /// its peer is trusted with it (or it only lowers the priority), otherwise the policy's
+    /// default. The flag says a claim was refused (and counted).
+    pub fn priority(&self, config: &ShedConfig) -> (Priority, bool) {
+        let claimed = config
             .priority_header
             .as_deref()
             .and_then(host::request_header)
-            .and_then(|value| parse_priority(&value))
-            .unwrap_or(config.default_priority)
+            .and_then(|value| parse_priority(&value));
+        // The peer is only looked up when it could matter.
+        let peer = match (claimed, &config.trust_priority_from) {
+            (Some(_), Some(_)) => host::property(&["source", "address"])
+                .as_deref()
+                .and_then(peer_address),
+            _ => None,
+        };
+        let (priority, refused) = effective_priority(config, claimed, peer);
+        if refused {
+            self.count(Counter::PriorityUntrusted);
+        }
+        (priority, refused)
     }
 
     /// Bulkhead first (a request refused for concurrency must not burn a token), then the

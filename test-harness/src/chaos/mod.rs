@@ -53,11 +53,27 @@ impl ChaosOptions {
     pub fn new(profile: Profile) -> Result<ChaosOptions, String> {
         Ok(ChaosOptions {
             profile,
-            upstream_exe: std::env::current_exe().map_err(|e| e.to_string())?,
+            upstream_exe: this_binary()?,
             policy: None,
             report_dir: repo_root().join("reports").join("chaos"),
         })
     }
+}
+
+/// This very binary. `cargo test-all` runs its own `cargo test` step, which rebuilds the harness
+/// binary (with dev-dependency features) over the running one; Linux then names the running
+/// file `<path> (deleted)`, and the new build at `<path>` is the same program.
+fn this_binary() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    if exe.exists() {
+        return Ok(exe);
+    }
+    let rebuilt = exe
+        .to_str()
+        .and_then(|path| path.strip_suffix(" (deleted)"))
+        .map(PathBuf::from)
+        .filter(|path| path.exists());
+    Ok(rebuilt.unwrap_or(exe))
 }
 
 /// Every checked-in scenario file, sorted.

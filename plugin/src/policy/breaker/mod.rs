@@ -206,7 +206,13 @@ impl BreakerState {
         let mut transition = None;
         if self.phase == Phase::Open {
             if now_ms < self.open_until_ms {
-                let retry_after_ms = self.open_until_ms - now_ms;
+                // Never wait longer than the longest open time: a clock that stepped back, or
+                // a stored value from a confused writer, must not hold the breaker open for
+                // hours. Re-anchor on the current clock instead.
+                if self.open_until_ms - now_ms > self.max_open_duration_ms(config) {
+                    self.open_until_ms = now_ms.saturating_add(self.open_duration_ms(config));
+                }
+                let retry_after_ms = self.open_until_ms.saturating_sub(now_ms).max(1);
                 return (Admission::Rejected { retry_after_ms }, None);
             }
             self.phase = Phase::HalfOpen;
@@ -218,7 +224,17 @@ impl BreakerState {
         if self.phase == Phase::Closed {
             return (Admission::Allowed, transition);
         }
-        if now_ms.saturating_sub(self.half_open_since_ms) >= PROBE_LEASE_MS {
+        if self.half_open_since_ms > now_ms {
+            // Half-open "since" the future: the clock stepped back. Start the lease now, or
+            // lost probes would hold their slots until the clock caught up.
+            self.half_open_since_ms = now_ms;
+        }
+        if now_ms - self.half_open_since_ms >= PROBE_LEASE_MS {
+            // Probes still out after the lease are lost; successes stay counted, but never so
+            // many that no probe slot is left (only a corrupt value could have that many).
+            self.probe_successes = self
+                .probe_successes
+                .min(config.half_open_requests.saturating_sub(1));
             self.probes_admitted = self.probe_successes;
             self.half_open_since_ms = now_ms;
         }
@@ -256,7 +272,7 @@ impl BreakerState {
                     Some(self.open(config, now_ms, TripReason::ProbeFailed))
                 }
                 _ => {
-                    self.probe_successes += 1;
+                    self.probe_successes = self.probe_successes.saturating_add(1);
                     if self.probe_successes >= config.half_open_requests {
                         *self = BreakerState::default();
                         Some(Transition::Closed)
@@ -336,7 +352,12 @@ impl BreakerState {
             .unwrap_or(u64::MAX);
         millis(config.open_for)
             .saturating_mul(factor)
-            .min(millis(config.max_open_for).max(millis(config.open_for)))
+            .min(self.max_open_duration_ms(config))
+    }
+
+    /// The longest the breaker ever stays open: `max_open_for` (or `open_for`, if longer).
+    pub fn max_open_duration_ms(&self, config: &BreakerConfig) -> u64 {
+        millis(config.max_open_for).max(millis(config.open_for))
     }
 }
 

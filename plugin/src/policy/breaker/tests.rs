@@ -350,3 +350,268 @@ fn outcomes_come_from_failure_statuses_and_upstream_failure_flags() {
         "downstream went away"
     );
 }
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_clock_step_back_never_holds_the_breaker_open_longer_than_max_open_for() {
+    let c = config();
+    let mut s = BreakerState::default();
+    fail_n(&mut s, &c, 3, T0);
+    // The clock steps back an hour: the breaker re-anchors instead of waiting an hour more.
+    let back = T0 - 3_600_000;
+    assert_eq!(
+        s.admit(&c, back),
+        (
+            Admission::Rejected {
+                retry_after_ms: 5_000
+            },
+            None
+        )
+    );
+    assert_eq!(
+        s.admit(&c, back + 5_000),
+        (Admission::Probe, Some(Transition::HalfOpened))
+    );
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_stored_state_with_absurd_values_recovers_instead_of_sticking() {
+    let c = config();
+    // Half-open "since" the far future with every slot taken and more successes than probes:
+    // only a corrupt or foreign value looks like this.
+    let mut s = BreakerState {
+        phase: Phase::HalfOpen,
+        half_open_since_ms: u64::MAX,
+        probes_admitted: u32::MAX,
+        probe_successes: u32::MAX,
+        ..BreakerState::default()
+    };
+    assert!(matches!(s.admit(&c, T0).0, Admission::Rejected { .. }));
+    assert_eq!(s.admit(&c, T0 + PROBE_LEASE_MS).0, Admission::Probe);
+    // A success on top of u32::MAX successes saturates instead of overflowing.
+    let mut s = BreakerState {
+        phase: Phase::HalfOpen,
+        probe_successes: u32::MAX,
+        ..BreakerState::default()
+    };
+    assert_eq!(
+        s.record(&c, T0, probe(Outcome::Success)),
+        Some(Transition::Closed)
+    );
+}
+
+/// Property tests: whatever the events, their order and the clock (stepping back included),
+/// and whatever state shared data held, the breaker only moves along its four legal edges and
+/// never stays shut for good.
+#[cfg(not(target_arch = "wasm32"))]
+mod properties {
+    use super::*;
+    use crate::policy::breaker::window::{Bucket, Window, BUCKETS};
+    use crate::policy::shared::SharedValue;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Event {
+        Admit,
+        Record(Call),
+    }
+
+    #[derive(Debug, Clone)]
+    struct Step {
+        /// Clock change before the event, in ms; negative: the clock steps back.
+        clock: i64,
+        event: Event,
+    }
+
+    fn outcome() -> impl Strategy<Value = Outcome> {
+        prop_oneof![
+            Just(Outcome::Success),
+            Just(Outcome::Failure),
+            Just(Outcome::Abandoned)
+        ]
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        let clock = prop_oneof![
+            4 => 0i64..2_000,
+            1 => -120_000i64..0,
+            1 => 0i64..200_000,
+            1 => Just(-(1i64 << 40)),
+            1 => Just(1i64 << 40),
+        ];
+        let event = prop_oneof![
+            Just(Event::Admit),
+            (outcome(), any::<bool>(), any::<bool>()).prop_map(|(outcome, slow, probe)| {
+                Event::Record(Call {
+                    outcome,
+                    slow,
+                    probe,
+                })
+            }),
+        ];
+        (clock, event).prop_map(|(clock, event)| Step { clock, event })
+    }
+
+    fn config() -> impl Strategy<Value = BreakerConfig> {
+        (
+            proptest::option::of(1u32..5),
+            proptest::option::of(0.1f64..=1.0),
+            1u32..5,
+            10u64..5_000,
+            proptest::option::of((1u64..1_000, 0.1f64..=1.0)),
+            1u64..10_000,
+            0u64..60_000,
+            1u32..4,
+        )
+            .prop_map(
+                |(consecutive, rate, minimum, window, slow, open_for, extra, probes)| {
+                    let consecutive = match (consecutive, rate, slow) {
+                        (None, None, None) => Some(1),
+                        (c, _, _) => c,
+                    };
+                    BreakerConfig {
+                        consecutive_failures: consecutive,
+                        failure_rate: rate,
+                        minimum_requests: minimum,
+                        window: Duration::from_millis(window),
+                        slow_call: slow.map(|(ms, rate)| (Duration::from_millis(ms), rate)),
+                        open_for: Duration::from_millis(open_for),
+                        max_open_for: Duration::from_millis(open_for + extra),
+                        half_open_requests: probes,
+                        ..super::config()
+                    }
+                },
+            )
+    }
+
+    fn edge_u32() -> impl Strategy<Value = u32> {
+        prop_oneof![
+            Just(0),
+            Just(1),
+            Just(u32::MAX - 1),
+            Just(u32::MAX),
+            any::<u32>()
+        ]
+    }
+
+    fn edge_u64() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            Just(0),
+            Just(T0),
+            Just(u64::MAX),
+            (T0 - 10_000_000)..(T0 + 10_000_000),
+            any::<u64>()
+        ]
+    }
+
+    /// Any state shared data could hold: a fresh breaker, or any decodable value at all.
+    fn stored_state() -> impl Strategy<Value = BreakerState> {
+        let bucket = (edge_u64(), edge_u32(), edge_u32(), edge_u32()).prop_map(
+            |(epoch, calls, failures, slow)| Bucket {
+                epoch,
+                calls,
+                failures,
+                slow,
+            },
+        );
+        let phase = prop_oneof![
+            Just(Phase::Closed),
+            Just(Phase::Open),
+            Just(Phase::HalfOpen)
+        ];
+        let hostile = (
+            phase,
+            (edge_u32(), edge_u32(), edge_u32(), edge_u32()),
+            (edge_u64(), edge_u64()),
+            proptest::collection::vec(bucket, BUCKETS),
+        )
+            .prop_map(
+                |(phase, (consecutive, reopen, admitted, successes), (until, since), buckets)| {
+                    let mut window = Window::default();
+                    for (slot, bucket) in window.buckets.iter_mut().zip(buckets) {
+                        *slot = bucket;
+                    }
+                    BreakerState {
+                        phase,
+                        consecutive_failures: consecutive,
+                        reopen_count: reopen,
+                        open_until_ms: until,
+                        half_open_since_ms: since,
+                        probes_admitted: admitted,
+                        probe_successes: successes,
+                        window,
+                    }
+                },
+            );
+        prop_oneof![Just(BreakerState::default()), hostile]
+    }
+
+    fn legal(before: Phase, after: Phase, transition: Option<Transition>) -> bool {
+        match transition {
+            None => before == after,
+            Some(Transition::Opened(_)) => {
+                after == Phase::Open && matches!(before, Phase::Closed | Phase::HalfOpen)
+            }
+            Some(Transition::HalfOpened) => before == Phase::Open && after == Phase::HalfOpen,
+            Some(Transition::Closed) => before == Phase::HalfOpen && after == Phase::Closed,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn transitions_follow_the_four_legal_edges_only(
+            c in config(),
+            start in stored_state(),
+            steps in proptest::collection::vec(step(), 1..120),
+        ) {
+            let mut s = start;
+            let mut now = T0;
+            for step in steps {
+                now = now.saturating_add_signed(step.clock);
+                let before = s.phase;
+                match step.event {
+                    Event::Admit => {
+                        let (admission, transition) = s.admit(&c, now);
+                        prop_assert!(legal(before, s.phase, transition),
+                            "{before:?} -> {:?} reported as {transition:?}", s.phase);
+                        match admission {
+                            Admission::Allowed => prop_assert_eq!(s.phase, Phase::Closed),
+                            Admission::Probe => {
+                                prop_assert_eq!(s.phase, Phase::HalfOpen);
+                                prop_assert!(s.probes_admitted <= c.half_open_requests);
+                            }
+                            Admission::Rejected { retry_after_ms } => {
+                                prop_assert!(s.phase != Phase::Closed);
+                                prop_assert!(retry_after_ms >= 1);
+                                prop_assert!(retry_after_ms <= s.max_open_duration_ms(&c).max(1_000),
+                                    "told to wait {retry_after_ms} ms");
+                            }
+                        }
+                    }
+                    Event::Record(call) => {
+                        let transition = s.record(&c, now, call);
+                        prop_assert!(legal(before, s.phase, transition),
+                            "{before:?} -> {:?} reported as {transition:?}", s.phase);
+                    }
+                }
+                // What is written back to shared data reads back the same.
+                prop_assert_eq!(BreakerState::decode(&s.encode()), Some(s.clone()));
+            }
+        }
+
+        #[test]
+        fn whatever_it_held_it_admits_again_within_max_open_for_and_a_probe_lease(
+            c in config(),
+            start in stored_state(),
+            now in (T0 - 10_000_000)..(T0 + 10_000_000),
+        ) {
+            let mut s = start;
+            let _ = s.admit(&c, now);
+            let later = now + s.max_open_duration_ms(&c) + PROBE_LEASE_MS;
+            let (admission, _) = s.admit(&c, later);
+            prop_assert!(matches!(admission, Admission::Allowed | Admission::Probe),
+                "still {admission:?} in {:?}", s.phase);
+        }
+    }
+}

@@ -12,6 +12,8 @@
 
 pub mod slots;
 
+use std::net::{IpAddr, SocketAddr};
+
 use fusebox_policy_schema::{Priority, ShedConfig};
 
 use crate::policy::shared::SharedValue;
@@ -180,6 +182,48 @@ pub fn parse_priority(value: &[u8]) -> Option<Priority> {
     }
 }
 
+/// How critical a priority is: a higher rank is served longer.
+fn rank(priority: Priority) -> u8 {
+    match priority {
+        Priority::Sheddable => 0,
+        Priority::Normal => 1,
+        Priority::Critical => 2,
+    }
+}
+
+/// The priority a request gets from what it claimed (`None`: no valid priority header) and
+/// the peer it came from. A peer outside `trust_priority_from` may lower its priority below the
+/// default, never raise it: the caller can only make its own request less important, like a
+/// caller deadline can only shorten the budget. The flag says a claim was refused.
+pub fn effective_priority(
+    config: &ShedConfig,
+    claimed: Option<Priority>,
+    peer: Option<IpAddr>,
+) -> (Priority, bool) {
+    let Some(claimed) = claimed else {
+        return (config.default_priority, false);
+    };
+    let trusted = match &config.trust_priority_from {
+        None => true,
+        Some(ranges) => peer.is_some_and(|peer| ranges.iter().any(|range| range.contains(peer))),
+    };
+    if trusted || rank(claimed) <= rank(config.default_priority) {
+        (claimed, false)
+    } else {
+        (config.default_priority, true)
+    }
+}
+
+/// The IP address in Envoy's `source.address` property (`10.0.0.1:5000`, `[::1]:5000`);
+/// `None` for anything else (a pipe, an internal listener).
+pub fn peer_address(source_address: &[u8]) -> Option<IpAddr> {
+    let text = std::str::from_utf8(source_address).ok()?;
+    text.parse::<SocketAddr>()
+        .map(|address| address.ip())
+        .or_else(|_| text.parse::<IpAddr>())
+        .ok()
+}
+
 /// Name used in logs and stats.
 pub fn priority_name(priority: Priority) -> &'static str {
     match priority {
@@ -234,6 +278,83 @@ impl SharedValue for InFlight {
 mod tests;
 
 #[cfg(test)]
+mod trust_tests {
+    use super::*;
+    use fusebox_policy_schema::IpRange;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    fn config(trust: Option<&[&str]>) -> ShedConfig {
+        ShedConfig {
+            rate: 1.0,
+            burst: 10,
+            key_header: None,
+            max_keys: 64,
+            priority_header: Some("x-priority".to_owned()),
+            default_priority: Priority::Normal,
+            reserve_critical: 0.2,
+            reserve_normal: 0.5,
+            status: 429,
+            rate_limit_headers: false,
+            max_in_flight: None,
+            trust_priority_from: trust.map(|ranges| {
+                ranges
+                    .iter()
+                    .map(|range| IpRange::parse(range).unwrap())
+                    .collect()
+            }),
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn untrusted_peers_can_lower_their_priority_but_never_raise_it() {
+        let edge = config(Some(&["10.0.0.0/8"]));
+        let inside = peer_address(b"10.1.2.3:4000");
+        let outside = peer_address(b"203.0.113.9:4000");
+        use Priority::{Critical, Normal, Sheddable};
+        assert_eq!(
+            effective_priority(&edge, Some(Critical), inside),
+            (Critical, false)
+        );
+        assert_eq!(
+            effective_priority(&edge, Some(Critical), outside),
+            (Normal, true)
+        );
+        assert_eq!(
+            effective_priority(&edge, Some(Critical), None),
+            (Normal, true)
+        );
+        assert_eq!(
+            effective_priority(&edge, Some(Sheddable), outside),
+            (Sheddable, false)
+        );
+        assert_eq!(
+            effective_priority(&edge, Some(Normal), outside),
+            (Normal, false)
+        );
+        assert_eq!(effective_priority(&edge, None, outside), (Normal, false));
+        let everyone = config(None);
+        assert_eq!(
+            effective_priority(&everyone, Some(Critical), outside),
+            (Critical, false)
+        );
+        let nobody = config(Some(&[]));
+        assert_eq!(
+            effective_priority(&nobody, Some(Critical), inside),
+            (Normal, true)
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn peer_addresses_parse_as_envoy_writes_them() {
+        assert_eq!(peer_address(b"127.0.0.1:5000"), "127.0.0.1".parse().ok());
+        assert_eq!(peer_address(b"[::1]:5000"), "::1".parse().ok());
+        assert_eq!(peer_address(b"10.0.0.1"), "10.0.0.1".parse().ok());
+        assert_eq!(peer_address(b"/tmp/socket"), None);
+        assert_eq!(peer_address(b"\xff"), None);
+    }
+}
+
+#[cfg(test)]
 mod limits_tests {
     use super::*;
     use wasm_bindgen_test::wasm_bindgen_test;
@@ -252,6 +373,7 @@ mod limits_tests {
             status: 429,
             rate_limit_headers: false,
             max_in_flight: None,
+            trust_priority_from: None,
         };
         let classes = Limits::new(&config(Some("x-priority")));
         assert_eq!(

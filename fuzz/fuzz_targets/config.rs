@@ -1,0 +1,7 @@
+//! Fuzz target `config`: see `checks::config` for the input format and what it asserts.
+#![no_main]
+
+#[path = "../checks.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::config(data));
