@@ -1,10 +1,11 @@
 //! The end-to-end overhead benchmark: what fusebox costs a request in real Envoy, measured
 //! side by side with the baselines in one run.
 //!
-//! One Envoy process with one worker serves four listeners in front of the same upstream: no
+//! One Envoy process with one worker serves five listeners in front of the same upstream: no
 //! filter, an empty proxy-wasm filter (the floor any wasm filter pays), fusebox with all four
-//! features on and nothing tripping, and the nearest Envoy-native setup (local rate limit,
-//! route timeout, request ID). Rounds alternate between the listeners so drift on a shared
+//! features on and nothing tripping, the same with `log.requests: decisions` (so the price of a
+//! log line per request shows on its own), and the nearest Envoy-native setup (local rate
+//! limit, route timeout, request ID). Rounds alternate between the listeners so drift on a shared
 //! machine spreads evenly. Envoy's own CPU time per request (from the kernel's per-thread
 //! accounting) is the main figure: it does not depend on what else the machine runs.
 
@@ -41,7 +42,13 @@ impl BenchOptions {
     };
 }
 
-const LISTENERS: [&str; 4] = ["no_filter", "empty_wasm", "fusebox", "envoy_native"];
+const LISTENERS: [&str; 5] = [
+    "no_filter",
+    "empty_wasm",
+    "fusebox",
+    "fusebox_log_decisions",
+    "envoy_native",
+];
 const CONNECTIONS: usize = 8;
 
 /// The plugin configuration measured: `$FUSEBOX_BENCH_CONFIG` (a file) to measure your own,
@@ -51,6 +58,17 @@ fn plugin_config() -> Result<String, String> {
         Some(path) => std::fs::read_to_string(&path).map_err(|e| format!("{path:?}: {e}")),
         None => Ok(FUSEBOX_CONFIG.to_owned()),
     }
+}
+
+/// `config` with a log line only for requests where Fusebox decided something.
+fn log_decisions_only(config: &str) -> Result<String, String> {
+    let mut document: serde_json::Value =
+        serde_json::from_str(config).map_err(|e| format!("plugin configuration: {e}"))?;
+    let object = document
+        .as_object_mut()
+        .ok_or("plugin configuration: not a JSON object")?;
+    object.insert("log".to_owned(), json!({"requests": "decisions"}));
+    Ok(document.to_string())
 }
 
 /// Every feature on, nothing tripping: a policy named `bench` for every request.
@@ -113,6 +131,7 @@ fn bootstrap(
     fusebox: &str,
     empty: &str,
     plugin_config: &str,
+    quiet_config: &str,
 ) -> String {
     let native = r#"                  - name: envoy.filters.http.local_ratelimit
                     typed_config:
@@ -129,6 +148,11 @@ fn bootstrap(
         listener(
             "fusebox",
             &wasm_filter("fusebox", fusebox, plugin_config),
+            owned_id,
+        ),
+        listener(
+            "fusebox_log_decisions",
+            &wasm_filter("fusebox_quiet", fusebox, quiet_config),
             owned_id,
         ),
         listener("envoy_native", native, ""),
@@ -187,11 +211,13 @@ pub fn run(options: BenchOptions) -> Result<(), String> {
     let fusebox = provision::plugin_wasm()?;
     let empty = provision::build_wasm("fusebox-empty-filter", "fusebox_empty_filter")?;
     let upstream = Upstream::start().map_err(|e| e.to_string())?;
+    let plugin_config = plugin_config()?;
     let yaml = bootstrap(
         upstream.addr(),
         &fusebox.to_string_lossy(),
         &empty.to_string_lossy(),
-        &plugin_config()?,
+        &plugin_config,
+        &log_decisions_only(&plugin_config)?,
     );
     let envoy = Envoy::start_yaml(&yaml, 1)?;
     let addresses = envoy.listeners();
@@ -335,10 +361,12 @@ fn report(
     fusebox: &std::path::Path,
 ) -> Result<(), String> {
     let get = |i: usize| tallies.get(i).cloned().unwrap_or_default();
-    let (none, empty, fb, native) = (get(0), get(1), get(2), get(3));
+    let (none, empty, fb, quiet, native) = (get(0), get(1), get(2), get(3), get(4));
     let overhead = |t: &Tally| t.user_us_per_request() - none.user_us_per_request();
     let overhead_ratio = overhead(&fb) / overhead(&empty).max(1e-9);
     let throughput_ratio = fb.throughput() / none.throughput().max(1e-9);
+    let quiet_overhead_ratio = overhead(&quiet) / overhead(&empty).max(1e-9);
+    let quiet_throughput_ratio = quiet.throughput() / none.throughput().max(1e-9);
     let wasm_bytes = std::fs::metadata(fusebox).map(|m| m.len()).unwrap_or(0);
     let cas_rate = cas_retries as f64 / cas_requests.max(1) as f64;
 
@@ -383,6 +411,11 @@ fn report(
     );
     let _ = writeln!(
         table,
+        "with log.requests = decisions: added user CPU {quiet_overhead_ratio:.2}x the empty filter's, throughput {:.1}% of no filter",
+        quiet_throughput_ratio * 100.0
+    );
+    let _ = writeln!(
+        table,
         "fusebox.wasm: {} KB (target <= 350 KB: {})",
         wasm_bytes / 1000,
         verdict(wasm_bytes <= 350_000)
@@ -420,6 +453,8 @@ fn report(
         "open_loop_rate": rate,
         "overhead_vs_empty_wasm": overhead_ratio,
         "throughput_vs_no_filter": throughput_ratio,
+        "log_decisions_overhead_vs_empty_wasm": quiet_overhead_ratio,
+        "log_decisions_throughput_vs_no_filter": quiet_throughput_ratio,
         "wasm_bytes": wasm_bytes,
         "cas_retries": cas_retries,
         "cas_requests": cas_requests,
@@ -458,7 +493,7 @@ fn svg(tallies: &[Tally]) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="880" height="320" font-family="sans-serif" font-size="12">"#,
     );
     out.push_str(r##"<rect width="880" height="320" fill="#ffffff"/>"##);
-    let colors = ["#9e9e9e", "#64b5f6", "#e65100", "#81c784"];
+    let colors = ["#9e9e9e", "#64b5f6", "#e65100", "#ffb74d", "#81c784"];
     for (panel, (title, values)) in panels.iter().enumerate() {
         let x0 = 20.0 + panel as f64 * 440.0;
         let max = values.iter().cloned().fold(0.0_f64, f64::max).max(1e-9);
@@ -469,23 +504,23 @@ fn svg(tallies: &[Tally]) -> String {
         );
         for (i, value) in values.iter().enumerate() {
             let height = 220.0 * value / max;
-            let x = x0 + 20.0 + i as f64 * 100.0;
+            let x = x0 + 20.0 + i as f64 * 82.0;
             let y = 270.0 - height;
             let color = colors.get(i).copied().unwrap_or("#000000");
             let name = LISTENERS.get(i).copied().unwrap_or("");
             let _ = write!(
                 out,
-                r#"<rect x="{x:.1}" y="{y:.1}" width="70" height="{height:.1}" fill="{color}"/>"#
+                r#"<rect x="{x:.1}" y="{y:.1}" width="62" height="{height:.1}" fill="{color}"/>"#
             );
             let _ = write!(
                 out,
                 r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{value:.1}</text>"#,
-                x + 35.0,
+                x + 31.0,
                 y - 4.0
             );
             let _ = write!(
                 out,
-                r#"<text x="{:.1}" y="290" text-anchor="middle">{name}</text>"#,
+                r#"<text x="{:.1}" y="290" text-anchor="middle" font-size="9">{name}</text>"#,
                 x + 35.0
             );
         }
