@@ -24,15 +24,18 @@ pub enum Call {
     SharedGet,
     /// A shared-data compare-and-swap: read, then write at the version read.
     SharedUpdate,
-    /// A log line at info level.
+    /// A log line at info level, about 120 bytes.
     Log,
+    /// A log line at info level, about 400 bytes: as long as fusebox's request line with every
+    /// feature on.
+    LogLong,
     /// The host clock.
     Time,
 }
 
 impl Call {
     /// Every call, in report order.
-    pub const ALL: [Call; 10] = [
+    pub const ALL: [Call; 11] = [
         Call::None,
         Call::HeaderGet,
         Call::HeaderGetMissing,
@@ -42,6 +45,7 @@ impl Call {
         Call::SharedGet,
         Call::SharedUpdate,
         Call::Log,
+        Call::LogLong,
         Call::Time,
     ];
 
@@ -57,6 +61,7 @@ impl Call {
             Call::SharedGet => "shared_get",
             Call::SharedUpdate => "shared_update",
             Call::Log => "log",
+            Call::LogLong => "log_long",
             Call::Time => "time",
         }
     }
@@ -80,6 +85,8 @@ mod filter {
 
     const SHARED_KEY: &str = "fusebox.probe";
     const LOG_LINE: &str = r#"{"correlation_id":"01a20810-084d-740a-a900-7fe506a9ea28","route":"bench","decision":"allow","status":200,"duration_ms":0.5}"#;
+
+    const LOG_LINE_LONG: &str = r#"{"correlation_id":"01a20816-a438-7307-9aeb-2d336744e822","correlation":"generated","traceparent":"generated","route":"checkout","policy":"checkout","policy_source":"route_metadata","mode":"enforce","decision":"allow","remaining_ms":4999.643,"caller_deadline_ms":5000.0,"retries":1,"breaker":"admitted","breaker_outcome":"success","priority":"normal","tokens_left":999999,"status":200,"duration_ms":0.87}"#;
 
     struct ProbeRoot {
         call: Call,
@@ -133,6 +140,9 @@ mod filter {
             }
             Call::Log => {
                 let _ = hostcalls::log(LogLevel::Info, LOG_LINE);
+            }
+            Call::LogLong => {
+                let _ = hostcalls::log(LogLevel::Info, LOG_LINE_LONG);
             }
             Call::Time => {
                 let _ = hostcalls::get_current_time();

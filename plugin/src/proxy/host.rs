@@ -164,7 +164,7 @@ pub fn plugin_configuration() -> Result<Vec<u8>, HostError> {
 }
 
 /// Random bytes fetched from the host per `random_get` call: each call costs a round trip
-/// into Envoy (tens of microseconds here), so bytes are fetched in bulk and each is handed
+/// into Envoy (microseconds), so bytes are fetched in bulk and each is handed
 /// out once. They are the host CSPRNG's own bytes, never stretched or reused.
 const ENTROPY_POOL: usize = 4096;
 
