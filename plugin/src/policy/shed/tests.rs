@@ -1,6 +1,6 @@
 //! The token bucket driven with explicit time.
 
-use fusebox_policy_schema::Priority;
+use fusebox_policy_schema::{IpRange, Priority};
 use wasm_bindgen_test::wasm_bindgen_test;
 
 use super::*;
@@ -238,4 +238,93 @@ mod properties {
             prop_assert!((b.tokens_micro as f64 - expected).abs() <= 1.0, "{} vs {}", b.tokens_micro, expected);
         }
     }
+}
+
+/// A policy's shedding: 1 token/s, a burst of 10, default reserves, trusting `trust` (CIDR
+/// ranges; `None`: every peer).
+fn shed_config(priority_header: Option<&str>, trust: Option<&[&str]>) -> ShedConfig {
+    ShedConfig {
+        rate: 1.0,
+        burst: 10,
+        key_header: None,
+        max_keys: 64,
+        priority_header: priority_header.map(str::to_owned),
+        default_priority: Priority::Normal,
+        reserve_critical: 0.2,
+        reserve_normal: 0.5,
+        status: 429,
+        rate_limit_headers: false,
+        max_in_flight: None,
+        trust_priority_from: trust.map(|ranges| {
+            ranges
+                .iter()
+                .map(|range| IpRange::parse(range).unwrap())
+                .collect()
+        }),
+    }
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn reserves_apply_only_when_requests_carry_a_priority() {
+    let classes = Limits::new(&shed_config(Some("x-priority"), None));
+    assert_eq!(
+        (classes.reserve_critical_micro, classes.reserve_normal_micro),
+        (2 * MICRO, 5 * MICRO)
+    );
+    let one_class = Limits::new(&shed_config(None, None));
+    assert_eq!(
+        (
+            one_class.reserve_critical_micro,
+            one_class.reserve_normal_micro
+        ),
+        (0, 0)
+    );
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn untrusted_peers_can_lower_their_priority_but_never_raise_it() {
+    let edge = shed_config(Some("x-priority"), Some(&["10.0.0.0/8"]));
+    let inside = peer_address(b"10.1.2.3:4000");
+    let outside = peer_address(b"203.0.113.9:4000");
+    use Priority::{Critical, Normal, Sheddable};
+    assert_eq!(
+        effective_priority(&edge, Some(Critical), inside),
+        (Critical, false)
+    );
+    assert_eq!(
+        effective_priority(&edge, Some(Critical), outside),
+        (Normal, true)
+    );
+    assert_eq!(
+        effective_priority(&edge, Some(Critical), None),
+        (Normal, true)
+    );
+    assert_eq!(
+        effective_priority(&edge, Some(Sheddable), outside),
+        (Sheddable, false)
+    );
+    assert_eq!(
+        effective_priority(&edge, Some(Normal), outside),
+        (Normal, false)
+    );
+    assert_eq!(effective_priority(&edge, None, outside), (Normal, false));
+    let everyone = shed_config(Some("x-priority"), None);
+    assert_eq!(
+        effective_priority(&everyone, Some(Critical), outside),
+        (Critical, false)
+    );
+    let nobody = shed_config(Some("x-priority"), Some(&[]));
+    assert_eq!(
+        effective_priority(&nobody, Some(Critical), inside),
+        (Normal, true)
+    );
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn peer_addresses_parse_as_envoy_writes_them() {
+    assert_eq!(peer_address(b"127.0.0.1:5000"), "127.0.0.1".parse().ok());
+    assert_eq!(peer_address(b"[::1]:5000"), "::1".parse().ok());
+    assert_eq!(peer_address(b"10.0.0.1"), "10.0.0.1".parse().ok());
+    assert_eq!(peer_address(b"/tmp/socket"), None);
+    assert_eq!(peer_address(b"\xff"), None);
 }
