@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Instant;
 
-use crate::provision::{repo_root, tools_dir, Result};
+use crate::provision::{repo_root, run, tools_dir, Result};
 
 /// The cargo-fuzz release installed into `.tools/`.
 pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
@@ -35,17 +35,6 @@ pub fn targets() -> Result<Vec<String>> {
         .collect();
     targets.sort();
     Ok(targets)
-}
-
-fn run(command: &mut Command, what: &str) -> Result<()> {
-    let status = command
-        .status()
-        .map_err(|e| format!("{what}: cannot run {:?}: {e}", command.get_program()))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{what} failed ({status})"))
-    }
 }
 
 /// `.tools/bin`, holding cargo-fuzz, installed from crates.io on first use; the nightly

@@ -25,7 +25,8 @@ pub fn tools_dir() -> PathBuf {
     repo_root().join(".tools")
 }
 
-fn run(command: &mut Command, what: &str) -> Result<()> {
+/// Runs `command`, an error naming `what` unless it succeeds.
+pub(crate) fn run(command: &mut Command, what: &str) -> Result<()> {
     let status = command
         .status()
         .map_err(|error| format!("{what}: cannot run {:?}: {error}", command.get_program()))?;
