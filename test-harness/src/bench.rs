@@ -262,8 +262,115 @@ pub fn run(options: BenchOptions) -> Result<(), String> {
     drop(envoy);
 
     let cas = cas_contention(&yaml, options.duration)?;
+    let features = feature_costs(upstream.addr(), &fusebox, &empty, options)?;
     let host_calls = host_call_costs(upstream.addr(), options)?;
-    report(&tallies, rate, memory, cas, &host_calls, &fusebox)
+    report(
+        &tallies,
+        rate,
+        memory,
+        cas,
+        &features,
+        &host_calls,
+        &fusebox,
+    )
+}
+
+/// Fusebox with one feature at a time, so each feature's price shows on its own. Correlation
+/// has no switch, so every line includes it; every line but the second writes the log line.
+const FEATURES: [(&str, &str); 6] = [
+    ("correlation, log line", r#"{}"#),
+    (
+        "correlation, no line",
+        r#"{"log": {"requests": "decisions"}}"#,
+    ),
+    (
+        "+ budget",
+        r#"{"policies": {"bench": {"budget": {"timeout": "5s"}}}, "default_policy": "bench"}"#,
+    ),
+    (
+        "+ breaker",
+        r#"{"policies": {"bench": {"breaker": {"consecutive_failures": 1000}}}, "default_policy": "bench"}"#,
+    ),
+    (
+        "+ token bucket",
+        r#"{"policies": {"bench": {"shed": {"rate": 1000000, "burst": 1000000}}}, "default_policy": "bench"}"#,
+    ),
+    (
+        "+ bucket, bulkhead",
+        r#"{"policies": {"bench": {"shed": {"rate": 1000000, "burst": 1000000, "max_in_flight": 100000}}}, "default_policy": "bench"}"#,
+    ),
+];
+
+/// Envoy CPU per request each [`FEATURES`] line adds over the empty wasm filter, in µs,
+/// measured in one more Envoy with a listener per line.
+fn feature_costs(
+    upstream: std::net::SocketAddr,
+    fusebox: &std::path::Path,
+    empty: &std::path::Path,
+    options: BenchOptions,
+) -> Result<Vec<(&'static str, f64)>, String> {
+    let fusebox = fusebox.to_string_lossy();
+    let mut listeners = listener(
+        "feature_empty",
+        &wasm_filter("feature_empty", &empty.to_string_lossy(), ""),
+        "",
+    );
+    for (index, (_, config)) in FEATURES.iter().enumerate() {
+        // Each line in its own VM: its own shared data, its own stats.
+        let name = format!("feature_{index}");
+        listeners.push_str(&listener(&name, &wasm_filter(&name, &fusebox, config), ""));
+    }
+    let names: Vec<String> = std::iter::once("feature_empty".to_owned())
+        .chain((0..FEATURES.len()).map(|index| format!("feature_{index}")))
+        .collect();
+    let per_request = cpu_per_request(&with_upstream(&listeners, upstream), &names, options)?;
+    let baseline = per_request.first().copied().unwrap_or(0.0);
+    Ok(FEATURES
+        .iter()
+        .zip(per_request.iter().skip(1))
+        .map(|((name, _), us)| (*name, us - baseline))
+        .collect())
+}
+
+/// Envoy CPU µs per request on each of `names`' listeners of a fresh one-worker Envoy running
+/// `yaml`, rounds alternating between listeners, half the main run's duration per round.
+fn cpu_per_request(
+    yaml: &str,
+    names: &[String],
+    options: BenchOptions,
+) -> Result<Vec<f64>, String> {
+    let envoy = Envoy::start_yaml(yaml, 1)?;
+    let addresses = envoy.listeners();
+    let address = |name: &str| {
+        addresses
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+            .ok_or(format!("listener {name} missing"))
+    };
+    for name in names {
+        closed_loop(address(name)?, "/", CONNECTIONS, Duration::from_millis(300));
+    }
+    let mut spent = vec![(Duration::ZERO, 0u64); names.len()];
+    for round in 0..options.rounds {
+        let mut order: Vec<usize> = (0..names.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for index in order {
+            let (Some(name), Some(spent)) = (names.get(index), spent.get_mut(index)) else {
+                continue;
+            };
+            let before = envoy.cpu_time();
+            let result = closed_loop(address(name)?, "/", CONNECTIONS, options.duration / 2);
+            spent.0 += envoy.cpu_time().saturating_sub(before);
+            spent.1 += result.ok;
+        }
+    }
+    Ok(spent
+        .iter()
+        .map(|(time, ok)| time.as_secs_f64() * 1e6 / (*ok).max(1) as f64)
+        .collect())
 }
 
 /// Calls each probe listener makes per request: enough that their cost stands well above the
@@ -288,34 +395,11 @@ fn host_call_costs(
             listener(&name, &filter, "")
         })
         .collect();
-    let envoy = Envoy::start_yaml(&with_upstream(&listeners, upstream), 1)?;
-    let addresses = envoy.listeners();
-    let mut cpu = vec![(Duration::ZERO, 0u64); Call::ALL.len()];
-    for round in 0..options.rounds {
-        let mut order: Vec<usize> = (0..Call::ALL.len()).collect();
-        if round % 2 == 1 {
-            order.reverse();
-        }
-        for index in order {
-            let (Some(call), Some(spent)) = (Call::ALL.get(index), cpu.get_mut(index)) else {
-                continue;
-            };
-            let name = format!("probe_{}", call.name());
-            let addr = addresses
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, a)| *a)
-                .ok_or(format!("listener {name} missing"))?;
-            let before = envoy.cpu_time();
-            let result = closed_loop(addr, "/", CONNECTIONS, options.duration / 2);
-            spent.0 += envoy.cpu_time().saturating_sub(before);
-            spent.1 += result.ok;
-        }
-    }
-    let per_request: Vec<f64> = cpu
+    let names: Vec<String> = Call::ALL
         .iter()
-        .map(|(time, ok)| time.as_secs_f64() * 1e6 / (*ok).max(1) as f64)
+        .map(|call| format!("probe_{}", call.name()))
         .collect();
+    let per_request = cpu_per_request(&with_upstream(&listeners, upstream), &names, options)?;
     let baseline = per_request.first().copied().unwrap_or(0.0);
     Ok(Call::ALL
         .iter()
@@ -357,6 +441,7 @@ fn report(
     rate: f64,
     memory: Option<u64>,
     (cas_retries, cas_requests): (u64, u64),
+    features: &[(&'static str, f64)],
     host_calls: &[(&'static str, f64)],
     fusebox: &std::path::Path,
 ) -> Result<(), String> {
@@ -430,6 +515,13 @@ fn report(
     }
     let _ = writeln!(
         table,
+        "\nEnvoy CPU per request fusebox adds over the empty wasm filter, feature by feature:"
+    );
+    for (name, us) in features {
+        let _ = writeln!(table, "  {name:<20} {us:>7.1} µs");
+    }
+    let _ = writeln!(
+        table,
         "\nEnvoy CPU per host call (a probe filter making {PROBE_CALLS} per request, minus the same probe making none):"
     );
     for (name, us) in host_calls {
@@ -460,6 +552,7 @@ fn report(
         "cas_requests": cas_requests,
         "envoy_resident_bytes": memory,
         "native_cpu_us_per_request": native.cpu_us_per_request(),
+        "feature_added_cpu_us": features.iter().map(|(name, us)| (name.to_string(), json!(us))).collect::<serde_json::Map<_, _>>(),
         "host_call_cpu_us": host_calls.iter().map(|(name, us)| (name.to_string(), json!(us))).collect::<serde_json::Map<_, _>>(),
     });
     let json_path = dir.join("overhead.json");
