@@ -20,17 +20,20 @@ const CONFIG: &str = r#"{
     "tenant": {"shed": {"rate": 0.01, "burst": 3, "key": "header:x-tenant", "max_keys": 16}},
     "bulkhead": {"shed": {"rate": 1000, "burst": 1000, "max_in_flight": 2}},
     "dry": {"mode": "dry_run", "shed": {"rate": 0.01, "burst": 2}},
-    "budgeted": {"budget": {"timeout": "1s"}, "shed": {"rate": 0.01, "burst": 2}}
+    "budgeted": {"budget": {"timeout": "1s"}, "shed": {"rate": 0.01, "burst": 2}},
+    "leased": {"shed": {"rate": 0.01, "burst": 1280, "max_in_flight": 640}}
   },
   "routes": {"burst": "burst", "prio": "prio", "tenant": "tenant", "bulkhead": "bulkhead", "dry": "dry",
-             "budgeted": "budgeted"}
+             "budgeted": "budgeted", "leased": "leased"}
 }"#;
 
 fn start() -> Setup {
-    let routes = ["burst", "prio", "tenant", "bulkhead", "dry", "budgeted"]
-        .iter()
-        .map(|name| RouteSpec::new(name, &format!("/{name}")))
-        .collect();
+    let routes = [
+        "burst", "prio", "tenant", "bulkhead", "dry", "budgeted", "leased",
+    ]
+    .iter()
+    .map(|name| RouteSpec::new(name, &format!("/{name}")))
+    .collect();
     start_with_routes(CONFIG, routes)
 }
 
@@ -70,6 +73,45 @@ fn a_burst_is_cut_to_the_bucket_plus_what_refills_meanwhile() {
         s.envoy
             .wait_for_stat("wasmcustom.fusebox.burst.shed_normal", 40 - admitted as u64),
         Some(40 - admitted as u64)
+    );
+}
+
+/// Large limits are leased to the workers in batches (1/64 of the limit: 20 tokens, 10 slots
+/// here): the bucket still never admits more than its burst, loses at most a batch per worker
+/// to tokens stranded in a lease, and every leased bulkhead slot goes back.
+#[test]
+fn leased_batches_neither_add_tokens_nor_keep_slots() {
+    let s = start();
+    let (burst, batch, workers) = (1280, 20, 2);
+    let addr = s.envoy.listener();
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..350)
+                    .map(|_| Request::get("/leased/x").send(addr).unwrap())
+                    .map(|r| (r.status, shed(&r)))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let answers: Vec<(u16, bool)> = clients
+        .into_iter()
+        .flat_map(|client| client.join().unwrap())
+        .collect();
+    let admitted = answers.iter().filter(|(status, _)| *status == 200).count();
+    assert!(answers
+        .iter()
+        .all(|answer| *answer == (200, false) || *answer == (429, true)));
+    assert!(
+        admitted <= burst && admitted >= burst - batch * workers,
+        "admitted {admitted} of a {burst}-token burst"
+    );
+    assert_eq!(s.upstream.hits(), admitted);
+    assert_eq!(
+        s.envoy
+            .wait_for_stat_at_most("wasmcustom.fusebox.leased.in_flight", 0),
+        Some(0),
+        "leased bulkhead slots go back once the traffic stops"
     );
 }
 
@@ -162,7 +204,11 @@ fn the_bulkhead_caps_concurrency_and_releases_slots_after_aborts() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(400));
+    // Both slow requests hold their slots once the upstream has them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.upstream.hits() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let third = s.envoy.send(&Request::get("/bulkhead/x")).unwrap();
     assert_eq!(third.status, 503);
     assert_eq!(

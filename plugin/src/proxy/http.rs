@@ -73,8 +73,8 @@ struct ShedRecord {
     /// The request claimed a priority its peer is not trusted with.
     priority_untrusted: bool,
     tokens_left: Option<u64>,
-    /// The bulkhead slot to give back when the stream ends.
-    in_flight_key: Option<String>,
+    /// Holds a bulkhead slot, to give back when the stream ends.
+    holds_slot: bool,
 }
 
 /// The breaker's view of the request, for recording its outcome and for the log line.
@@ -271,15 +271,18 @@ impl HttpContext for FuseboxHttp {
         };
         // The bulkhead slot is given back exactly once, however the stream ended: on_log runs
         // for every stream, completed, reset, timed out or abandoned by the client.
-        if let (Some(policy_id), Some(key)) = (
-            request.selection.policy,
-            request.shed.as_mut().and_then(|s| s.in_flight_key.take()),
-        ) {
-            ShedReporter {
-                metrics: &runtime.metrics,
-                policy_id,
+        let holds_slot = request
+            .shed
+            .as_mut()
+            .is_some_and(|shed| std::mem::take(&mut shed.holds_slot));
+        if let (true, Some(policy_id)) = (holds_slot, request.selection.policy) {
+            if let Some(Some(shed)) = runtime.shed.get(policy_id.index()) {
+                ShedReporter {
+                    metrics: &runtime.metrics,
+                    policy_id,
+                }
+                .release(shed);
             }
-            .release(&key);
         }
         if flags.is_some_and(response_flags::is_upstream_timeout) {
             runtime
@@ -520,18 +523,18 @@ fn decide_shed(
         priority,
         priority_untrusted,
         tokens_left: None,
-        in_flight_key: None,
+        holds_slot: false,
     };
     let rejection = match reporter.admit(config, shed_runtime, priority, now_nanos / 1_000) {
         ShedGate::Admitted {
             tokens_left,
-            in_flight_key,
+            holds_slot,
         } => {
             runtime
                 .metrics
                 .increment(Some(policy_id), Counter::shed_admitted(priority));
             record.tokens_left = tokens_left;
-            record.in_flight_key = in_flight_key;
+            record.holds_slot = holds_slot;
             None
         }
         ShedGate::Shed { retry_after_ms } => Some(Reject::Shed {

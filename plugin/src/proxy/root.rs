@@ -14,7 +14,7 @@ use super::host;
 use super::http::FuseboxHttp;
 use super::metrics::{Metrics, FLUSH_PERIOD};
 use super::shared::HostStore;
-use super::shed::ShedRuntime;
+use super::shed::{ShedReporter, ShedRuntime};
 use crate::policy::route_cache::RouteMetadataCache;
 use crate::policy::shared::{SharedStore, SharedValue};
 use crate::policy::shed::InFlight;
@@ -110,19 +110,27 @@ impl RootContext for FuseboxRoot {
 
     fn on_tick(&mut self) {
         if let Some(runtime) = &self.runtime {
-            // The in-flight gauge reports the shared count itself, not whatever this worker
-            // last saw: gauges are process-wide and the workers flush at different moments.
+            // This worker's idle leased slots go back first. The in-flight gauge reports the
+            // shared count itself, not whatever this worker last saw: gauges are process-wide
+            // and the workers flush at different moments (so it may include up to a batch of
+            // slots another worker holds idle).
             for ((policy, shed), config) in runtime
                 .shed
                 .iter()
                 .enumerate()
                 .zip(runtime.config.policies())
             {
-                let (Some(shed), Some(_)) =
-                    (shed, config.shed.as_ref().and_then(|s| s.max_in_flight))
-                else {
+                let (Some(shed), Some(_), Some(id)) = (
+                    shed,
+                    config.shed.as_ref().and_then(|s| s.max_in_flight),
+                    runtime.config.policy_id_at(policy),
+                ) else {
                     continue;
                 };
+                shed.return_idle_slots(&ShedReporter {
+                    metrics: &runtime.metrics,
+                    policy_id: id,
+                });
                 let count = HostStore
                     .get(&shed.in_flight_key)
                     .ok()
@@ -130,9 +138,7 @@ impl RootContext for FuseboxRoot {
                     .and_then(|(bytes, _)| InFlight::decode(&bytes))
                     .unwrap_or_default()
                     .count;
-                if let Some(id) = runtime.config.policy_id_at(policy) {
-                    runtime.metrics.set_in_flight(id, u64::from(count));
-                }
+                runtime.metrics.set_in_flight(id, u64::from(count));
             }
             runtime.metrics.flush();
             runtime.route_metadata.clear();

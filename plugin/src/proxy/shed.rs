@@ -1,6 +1,8 @@
 //! Shedding glue: the request's priority and key from its headers, the bulkhead and the token
 //! bucket in shared data, and the gauges that show them.
 
+use std::cell::RefCell;
+
 use fusebox_policy_schema::{Policy, PolicyId, Priority, ShedConfig};
 
 use super::host;
@@ -8,6 +10,7 @@ use super::metrics::Metrics;
 use super::shared::HostStore;
 use crate::policy::counters::Counter;
 use crate::policy::shared::update;
+use crate::policy::shed::lease::{slot_batch, token_batch, SlotLease, TokenLease};
 use crate::policy::shed::slots::{self, take_from_slot, SlotTake};
 use crate::policy::shed::{
     effective_priority, parse_priority, peer_address, Bucket, InFlight, Limits, Take,
@@ -21,6 +24,13 @@ pub struct ShedRuntime {
     /// Shared-data key of the bulkhead count: per policy only, so a reload that changes the
     /// limit keeps counting the requests already in flight.
     pub in_flight_key: String,
+    /// Extra tokens this worker leases per trip to the shared (unkeyed) bucket; 0 for none.
+    token_batch: u64,
+    /// Bulkhead slots this worker leases per trip to the shared count.
+    slot_batch: u32,
+    /// This worker's leases (one VM per worker: nothing here is shared between threads).
+    tokens: RefCell<TokenLease>,
+    slots: RefCell<SlotLease>,
 }
 
 impl ShedRuntime {
@@ -34,16 +44,32 @@ impl ShedRuntime {
                 config.fingerprint()
             ),
             in_flight_key: format!("fusebox/in_flight/v1/{}", policy.name),
+            token_batch: token_batch(config.burst),
+            slot_batch: config.max_in_flight.map_or(1, slot_batch),
+            tokens: RefCell::default(),
+            slots: RefCell::default(),
         })
+    }
+
+    /// Gives this worker's idle bulkhead slots back to the shared count (on every tick, so
+    /// no slot stays idle here for long while another worker might need it).
+    pub fn return_idle_slots(&self, reporter: &ShedReporter<'_>) {
+        let idle = self
+            .slots
+            .try_borrow_mut()
+            .map(|mut slots| slots.drain_idle())
+            .unwrap_or(0);
+        reporter.give_back(self, idle);
     }
 }
 
 /// The outcome of shedding for one request.
 pub enum ShedGate {
-    /// Admitted; holds a bulkhead slot under this key, if the policy has a bulkhead.
+    /// Admitted; holds a bulkhead slot (to give back when the stream ends) if the policy has
+    /// a bulkhead.
     Admitted {
         tokens_left: Option<u64>,
-        in_flight_key: Option<String>,
+        holds_slot: bool,
     },
     /// No token for this priority for this many milliseconds.
     Shed { retry_after_ms: u64 },
@@ -94,39 +120,58 @@ impl ShedReporter<'_> {
         priority: Priority,
         now_us: u64,
     ) -> ShedGate {
-        let in_flight_key = match config.max_in_flight {
-            Some(max) => {
-                let key = runtime.in_flight_key.clone();
-                let (result, stats) = update(&HostStore, &key, |in_flight: &mut InFlight| {
-                    (in_flight.acquire(max), in_flight.count)
-                });
-                self.metrics.shared_update(self.policy_id, stats);
-                match result {
-                    Ok((true, _)) => Some(key),
-                    Ok((false, _)) => return ShedGate::BulkheadFull,
-                    Err(_) => {
-                        self.count(Counter::ShedStateErrors);
-                        None
-                    }
-                }
-            }
-            None => None,
+        let holds_slot = match config.max_in_flight {
+            Some(max) => match self.acquire_slot(runtime, max) {
+                Some(true) => true,
+                Some(false) => return ShedGate::BulkheadFull,
+                None => false,
+            },
+            None => false,
         };
         match self.take(config, runtime, priority, now_us) {
             Some(Take::Shed { retry_after_ms }) => {
-                if let Some(key) = in_flight_key {
-                    self.release(&key);
+                if holds_slot {
+                    self.release(runtime);
                 }
                 ShedGate::Shed { retry_after_ms }
             }
             Some(Take::Admitted { remaining }) => ShedGate::Admitted {
                 tokens_left: Some(remaining),
-                in_flight_key,
+                holds_slot,
             },
             None => ShedGate::Admitted {
                 tokens_left: None,
-                in_flight_key,
+                holds_slot,
             },
+        }
+    }
+
+    /// A bulkhead slot: one this worker leased earlier, else a batch from the shared count.
+    /// `Some(false)` when the bulkhead is full, `None` when its state is unavailable.
+    fn acquire_slot(&self, runtime: &ShedRuntime, max: u32) -> Option<bool> {
+        let Ok(mut slots) = runtime.slots.try_borrow_mut() else {
+            self.count(Counter::ShedStateErrors);
+            return None;
+        };
+        if slots.acquire() {
+            return Some(true);
+        }
+        let (result, stats) = update(
+            &HostStore,
+            &runtime.in_flight_key,
+            |in_flight: &mut InFlight| in_flight.acquire_up_to(max, runtime.slot_batch),
+        );
+        self.metrics.shared_update(self.policy_id, stats);
+        match result {
+            Ok(0) => Some(false),
+            Ok(granted) => {
+                slots.granted(granted);
+                Some(true)
+            }
+            Err(_) => {
+                self.count(Counter::ShedStateErrors);
+                None
+            }
         }
     }
 
@@ -139,6 +184,22 @@ impl ShedReporter<'_> {
         now_us: u64,
     ) -> Option<Take> {
         let limits = &runtime.limits;
+        let leased = || {
+            let mut lease = runtime.tokens.try_borrow_mut().ok()?;
+            if let Some(remaining) = lease.take(now_us) {
+                return Some(Take::Admitted { remaining });
+            }
+            let key = format!("{}/all", runtime.prefix);
+            let (result, stats) = update(&HostStore, &key, |bucket: &mut Bucket| {
+                bucket.take_and_lease(limits, priority, now_us, runtime.token_batch)
+            });
+            self.metrics.shared_update(self.policy_id, stats);
+            let (take, tokens) = result.ok()?;
+            if let (Take::Admitted { remaining }, 1..) = (take, tokens) {
+                lease.renew(tokens, remaining, now_us);
+            }
+            Some(take)
+        };
         let plain = |name: &str| {
             let key = format!("{}/{name}", runtime.prefix);
             let (result, stats) = update(&HostStore, &key, |bucket: &mut Bucket| {
@@ -149,7 +210,11 @@ impl ShedReporter<'_> {
         };
         let taken = match &config.key_header {
             None => {
-                let taken = plain("all");
+                let taken = if runtime.token_batch > 0 {
+                    leased()
+                } else {
+                    plain("all")
+                };
                 if let Some(Take::Admitted { remaining }) = taken {
                     self.metrics.set_shed_tokens(self.policy_id, remaining);
                 }
@@ -191,16 +256,32 @@ impl ShedReporter<'_> {
         taken
     }
 
-    /// Gives a bulkhead slot back.
-    pub fn release(&self, key: &str) {
-        let (result, stats) = update(&HostStore, key, |in_flight: &mut InFlight| {
-            in_flight.release();
-            in_flight.count
-        });
+    /// Gives a request's bulkhead slot back: to this worker's lease, and from there to the
+    /// shared count once too many sit idle here.
+    pub fn release(&self, runtime: &ShedRuntime) {
+        let give_back = runtime
+            .slots
+            .try_borrow_mut()
+            .map(|mut slots| slots.release(runtime.slot_batch))
+            .unwrap_or(1);
+        self.give_back(runtime, give_back);
+    }
+
+    fn give_back(&self, runtime: &ShedRuntime, slots: u32) {
+        if slots == 0 {
+            return;
+        }
+        let (result, stats) = update(
+            &HostStore,
+            &runtime.in_flight_key,
+            |in_flight: &mut InFlight| {
+                in_flight.release_many(slots);
+                in_flight.count
+            },
+        );
         self.metrics.shared_update(self.policy_id, stats);
-        match result {
-            Ok(_) => {}
-            Err(_) => self.count(Counter::ShedStateErrors),
+        if result.is_err() {
+            self.count(Counter::ShedStateErrors);
         }
     }
 }

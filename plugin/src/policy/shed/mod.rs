@@ -10,6 +10,7 @@
 //! Tokens are counted in millionths so the bucket is exact integer arithmetic; only the refill
 //! multiplies by the (fractional) rate.
 
+pub mod lease;
 pub mod slots;
 
 use std::net::{IpAddr, SocketAddr};
@@ -63,6 +64,11 @@ impl Limits {
             Priority::Normal => self.reserve_critical_micro,
             Priority::Sheddable => self.reserve_normal_micro,
         }
+    }
+
+    /// The highest floor of any priority: tokens above it are anyone's.
+    pub fn top_floor_micro(&self) -> u64 {
+        self.reserve_critical_micro.max(self.reserve_normal_micro)
     }
 
     /// Microseconds for an empty bucket to fill: a bucket idle that long is full whoever
@@ -131,6 +137,33 @@ impl Bucket {
             let retry_after_ms = (missing / limits.rate / 1_000.0).ceil() as u64;
             Take::Shed { retry_after_ms }
         }
+    }
+
+    /// Takes a token like [`Bucket::take`], and on success up to `batch` more for a worker's
+    /// lease, only if the bucket stays above every priority's floor without them. Returns the
+    /// take and the tokens leased.
+    pub fn take_and_lease(
+        &mut self,
+        limits: &Limits,
+        priority: Priority,
+        now_us: u64,
+        batch: u64,
+    ) -> (Take, u64) {
+        let take = self.take(limits, priority, now_us);
+        let wanted = batch.saturating_mul(MICRO);
+        if batch == 0
+            || !matches!(take, Take::Admitted { .. })
+            || self.tokens_micro < limits.top_floor_micro().saturating_add(wanted)
+        {
+            return (take, 0);
+        }
+        self.tokens_micro -= wanted;
+        (
+            Take::Admitted {
+                remaining: self.tokens_micro / MICRO,
+            },
+            batch,
+        )
     }
 
     /// Whole tokens in the bucket as of its last refill.
@@ -254,6 +287,18 @@ impl InFlight {
     /// Gives a slot back.
     pub fn release(&mut self) {
         self.count = self.count.saturating_sub(1);
+    }
+
+    /// Takes up to `wanted` slots, as many as are free; returns how many.
+    pub fn acquire_up_to(&mut self, max: u32, wanted: u32) -> u32 {
+        let granted = wanted.min(max.saturating_sub(self.count));
+        self.count += granted;
+        granted
+    }
+
+    /// Gives back `slots` slots.
+    pub fn release_many(&mut self, slots: u32) {
+        self.count = self.count.saturating_sub(slots);
     }
 }
 

@@ -162,6 +162,67 @@ fn the_bulkhead_never_goes_over_or_below() {
 }
 
 #[wasm_bindgen_test(unsupported = test)]
+fn slots_are_taken_in_batches_only_as_far_as_the_limit() {
+    let mut in_flight = InFlight { count: 6 };
+    assert_eq!(in_flight.acquire_up_to(10, 3), 3);
+    assert_eq!(in_flight.acquire_up_to(10, 3), 1, "only what is free");
+    assert_eq!(in_flight.acquire_up_to(10, 3), 0);
+    in_flight.release_many(4);
+    assert_eq!(in_flight.count, 6);
+    in_flight.release_many(100);
+    assert_eq!(in_flight.count, 0);
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_lease_is_taken_only_from_tokens_above_every_reserve() {
+    // Burst 1000; normal keeps 200 for critical, sheddable keeps 500 for the others.
+    let l = limits(1.0, 1_000, 0.2, 0.5);
+    let mut b = Bucket::default();
+    assert_eq!(
+        b.take_and_lease(&l, Priority::Sheddable, T0, 15),
+        (Take::Admitted { remaining: 984 }, 15)
+    );
+    let mut leased = 15;
+    loop {
+        let (take, lease) = b.take_and_lease(&l, Priority::Critical, T0, 15);
+        assert!(admitted(take));
+        if lease == 0 {
+            break;
+        }
+        leased += lease;
+        assert!(
+            b.tokens_micro >= l.top_floor_micro(),
+            "a lease never eats a reserve"
+        );
+    }
+    assert!(
+        b.whole_tokens() < 500 + 15,
+        "leasing stops near the top reserve"
+    );
+    assert_eq!(leased % 15, 0);
+    // From here on every token comes from the bucket, exactly as without leases.
+    let before = b;
+    let (take, lease) = b.take_and_lease(&l, Priority::Sheddable, T0, 15);
+    let mut plain = before;
+    assert_eq!((take, lease), (plain.take(&l, Priority::Sheddable, T0), 0));
+    assert_eq!(b, plain);
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn no_batch_or_no_token_means_no_lease() {
+    let l = limits(1.0, 1_000, 0.0, 0.0);
+    let mut b = Bucket::default();
+    assert_eq!(
+        b.take_and_lease(&l, Priority::Normal, T0, 0),
+        (Take::Admitted { remaining: 999 }, 0)
+    );
+    b.tokens_micro = 0;
+    let (take, lease) = b.take_and_lease(&l, Priority::Normal, T0, 15);
+    assert!(!admitted(take));
+    assert_eq!(lease, 0);
+}
+
+#[wasm_bindgen_test(unsupported = test)]
 fn priorities_parse_case_insensitively_and_nothing_else() {
     assert_eq!(parse_priority(b"CRITICAL"), Some(Priority::Critical));
     assert_eq!(parse_priority(b"sheddable"), Some(Priority::Sheddable));
@@ -226,6 +287,34 @@ mod properties {
                     Step::Rewind(us) => now -= us.min(now - T0 / 2),
                 }
                 prop_assert!(b.tokens_micro <= l.burst_micro);
+            }
+        }
+
+        #[test]
+        fn leases_never_reach_into_a_reserve_nor_create_tokens(
+            burst in 1u64..5_000,
+            critical in 0.0f64..0.5,
+            extra in 0.0f64..0.49,
+            batch in 0u64..64,
+            steps in proptest::collection::vec(step(), 1..200),
+        ) {
+            let l = limits(1.0, burst, critical, critical + extra);
+            let mut b = Bucket::default();
+            let mut now = T0;
+            for step in steps {
+                match step {
+                    Step::Take(priority) => {
+                        let before = { let mut probe = b; probe.refill(&l, now); probe.tokens_micro };
+                        let (take, leased) = b.take_and_lease(&l, priority, now, batch);
+                        let spent = if admitted(take) { MICRO + leased * MICRO } else { 0 };
+                        prop_assert_eq!(b.tokens_micro, before - spent, "tokens only move, never appear");
+                        if leased > 0 {
+                            prop_assert!(b.tokens_micro >= l.top_floor_micro());
+                        }
+                    }
+                    Step::Advance(us) => now += us,
+                    Step::Rewind(us) => now -= us.min(now - T0 / 2),
+                }
             }
         }
 
