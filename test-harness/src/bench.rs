@@ -377,8 +377,18 @@ fn cpu_per_request(
 /// noise of one request's own.
 const PROBE_CALLS: u32 = 20;
 
+/// How many calls the probe for `call` makes per request: one mix (one call of each kind, as
+/// a real request makes them), [`PROBE_CALLS`] of every other kind.
+fn probe_calls(call: Call) -> u32 {
+    match call {
+        Call::None => 0,
+        Call::Mix => 1,
+        _ => PROBE_CALLS,
+    }
+}
+
 /// What one host call of each kind costs Envoy, in CPU µs: the probe filter making
-/// [`PROBE_CALLS`] of them per request, against the same probe making none.
+/// [`probe_calls`] of them per request, against the same probe making none.
 fn host_call_costs(
     upstream: std::net::SocketAddr,
     options: BenchOptions,
@@ -388,11 +398,10 @@ fn host_call_costs(
     let listeners: String = Call::ALL
         .iter()
         .map(|call| {
-            let count = if *call == Call::None { 0 } else { PROBE_CALLS };
             let name = format!("probe_{}", call.name());
             // Each probe in its own VM, so one probe's shared-data key is its own.
-            let filter = wasm_filter(&name, &path, &format!("{} {count}", call.name()));
-            listener(&name, &filter, "")
+            let config = format!("{} {}", call.name(), probe_calls(*call));
+            listener(&name, &wasm_filter(&name, &path, &config), "")
         })
         .collect();
     let names: Vec<String> = Call::ALL
@@ -405,7 +414,7 @@ fn host_call_costs(
         .iter()
         .zip(&per_request)
         .skip(1)
-        .map(|(call, us)| (call.name(), (us - baseline) / f64::from(PROBE_CALLS)))
+        .map(|(call, us)| (call.name(), (us - baseline) / f64::from(probe_calls(*call))))
         .collect())
 }
 
@@ -524,9 +533,26 @@ fn report(
         table,
         "\nEnvoy CPU per host call (a probe filter making {PROBE_CALLS} per request, minus the same probe making none):"
     );
-    for (name, us) in host_calls {
+    let price = |name: &str| {
+        host_calls
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0.0, |(_, us)| *us)
+    };
+    for (name, us) in host_calls
+        .iter()
+        .filter(|(name, _)| *name != Call::Mix.name())
+    {
         let _ = writeln!(table, "  {name:<20} {us:>7.2} µs");
     }
+    let mix: Vec<&str> = Call::MIX.iter().map(|call| call.name()).collect();
+    let _ = writeln!(
+        table,
+        "  one each of {} in one request: {:.2} µs (their prices above add up to {:.2} µs)",
+        mix.join(", "),
+        price(Call::Mix.name()),
+        mix.iter().map(|name| price(name)).sum::<f64>()
+    );
     println!("{table}");
 
     let dir = repo_root().join("target").join("fusebox-bench");

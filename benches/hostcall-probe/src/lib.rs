@@ -31,11 +31,14 @@ pub enum Call {
     LogLong,
     /// The host clock.
     Time,
+    /// One each of [`Call::MIX`] in turn, as a real request makes them: each kind's code path
+    /// in Envoy runs once, not twenty times in a row with warm caches.
+    Mix,
 }
 
 impl Call {
     /// Every call, in report order.
-    pub const ALL: [Call; 11] = [
+    pub const ALL: [Call; 12] = [
         Call::None,
         Call::HeaderGet,
         Call::HeaderGetMissing,
@@ -47,6 +50,16 @@ impl Call {
         Call::Log,
         Call::LogLong,
         Call::Time,
+        Call::Mix,
+    ];
+
+    /// The kinds a [`Call::Mix`] makes, one of each: what fusebox asks of Envoy per request.
+    pub const MIX: [Call; 5] = [
+        Call::HeaderGetAll,
+        Call::Property,
+        Call::HeaderSet,
+        Call::SharedUpdate,
+        Call::LogLong,
     ];
 
     /// The name used in the configuration and the report.
@@ -63,6 +76,7 @@ impl Call {
             Call::Log => "log",
             Call::LogLong => "log_long",
             Call::Time => "time",
+            Call::Mix => "mix",
         }
     }
 
@@ -147,6 +161,7 @@ mod filter {
             Call::Time => {
                 let _ = hostcalls::get_current_time();
             }
+            Call::Mix => Call::MIX.into_iter().for_each(make),
         }
     }
 
