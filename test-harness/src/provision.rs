@@ -183,8 +183,10 @@ pub fn node_dir() -> Result<PathBuf> {
     }
 }
 
-/// Builds `fusebox.wasm` (release profile, `wasm32-wasip1`) once per process and returns its
-/// path; `$FUSEBOX_WASM` names a prebuilt one instead.
+/// Builds `fusebox.wasm` once per process and returns its path; `$FUSEBOX_WASM` names a
+/// prebuilt one instead. What ships is size-optimised twice: rustc at `opt-level = "z"`
+/// (fusebox's own work per request is a few µs of wasm; what costs is host calls, see the
+/// README), then Binaryen's `wasm-opt -Oz`. Every byte is compiled by V8 in every worker.
 pub fn plugin_wasm() -> Result<PathBuf> {
     static BUILT: OnceLock<Result<PathBuf>> = OnceLock::new();
     BUILT
@@ -192,24 +194,147 @@ pub fn plugin_wasm() -> Result<PathBuf> {
             if let Some(path) = std::env::var_os("FUSEBOX_WASM").filter(|path| !path.is_empty()) {
                 return Ok(PathBuf::from(path));
             }
-            build_wasm("fusebox", "fusebox")
+            let built = build_wasm("fusebox", "fusebox")?;
+            optimise(&built)?;
+            Ok(built)
         })
         .clone()
 }
 
-/// Builds a workspace package as a release `wasm32-wasip1` module and returns its path.
+/// The wasm features rustc enables for `wasm32-wasip1`, which `wasm-opt` must accept.
+const WASM_FEATURES: [&str; 6] = [
+    "--enable-bulk-memory",
+    "--enable-sign-ext",
+    "--enable-nontrapping-float-to-int",
+    "--enable-mutable-globals",
+    "--enable-multivalue",
+    "--enable-reference-types",
+];
+
+/// Replaces cargo's `built` module with its `wasm-opt -Oz` version. Cargo puts its own copy
+/// back on every build, so the optimised one is cached beside it, keyed by the size and time
+/// of the module cargo built, and only recomputed when that changes.
+fn optimise(built: &Path) -> Result<()> {
+    let cache = built.with_extension("wasm-opt");
+    let stamp_path = built.with_extension("wasm-opt.stamp");
+    let stamp = std::fs::metadata(built)
+        .and_then(|meta| Ok(format!("{} {:?}", meta.len(), meta.modified()?)))
+        .map_err(|error| format!("cannot read {built:?}: {error}"))?;
+    let fresh =
+        std::fs::read_to_string(&stamp_path).is_ok_and(|old| old == stamp) && cache.is_file();
+    let unique = |path: &Path| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(format!(".partial-{}", std::process::id()));
+        PathBuf::from(name)
+    };
+    if !fresh {
+        let partial = unique(&cache);
+        run(
+            Command::new(wasm_opt()?)
+                .arg("-Oz")
+                .args(WASM_FEATURES)
+                .arg(built)
+                .arg("-o")
+                .arg(&partial),
+            "wasm-opt -Oz fusebox.wasm",
+        )?;
+        std::fs::rename(&partial, &cache)
+            .and_then(|()| std::fs::write(&stamp_path, &stamp))
+            .map_err(|error| format!("cannot keep the optimised module: {error}"))?;
+    }
+    // Copy, then rename over cargo's copy: an Envoy reading the file meanwhile sees one whole
+    // module or the other, and cargo's own artifact (hard-linked from deps/) is left alone.
+    let partial = unique(built);
+    std::fs::copy(&cache, &partial)
+        .and_then(|_| std::fs::rename(&partial, built))
+        .map_err(|error| format!("cannot install the optimised module at {built:?}: {error}"))
+}
+
+/// Binaryen's `wasm-opt`: `$WASM_OPT` if set, otherwise Debian's `binaryen` package unpacked
+/// into `.tools/binaryen/` on first use (`apt-get download` needs no root, but a new machine
+/// may need `apt-get update` first, which does).
+pub fn wasm_opt() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("WASM_OPT").filter(|path| !path.is_empty()) {
+        return Ok(PathBuf::from(path));
+    }
+    let dir = tools_dir().join("binaryen");
+    let bin = dir.join("usr").join("bin").join("wasm-opt");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    let staging = tools_dir().join(format!("binaryen.partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging)
+        .map_err(|error| format!("cannot create {staging:?}: {error}"))?;
+    eprintln!("fusebox: installing Debian's binaryen (wasm-opt) into {dir:?}");
+    let download = || {
+        Command::new("apt-get")
+            .args([
+                "download",
+                "-qq",
+                "-o",
+                "APT::Sandbox::User=root",
+                "binaryen",
+            ])
+            .current_dir(&staging)
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    if !download() {
+        run(
+            Command::new("apt-get").args(["update", "-qq"]),
+            "apt-get update (to find Debian's binaryen package)",
+        )?;
+        if !download() {
+            return Err("apt-get download binaryen failed: wasm-opt is needed to build fusebox.wasm (or set WASM_OPT)".to_owned());
+        }
+    }
+    let package = std::fs::read_dir(&staging)
+        .map_err(|error| error.to_string())?
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "deb"))
+        .ok_or("apt-get download binaryen left no .deb")?;
+    run(
+        Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(&package)
+            .arg(&staging),
+        "unpacking binaryen",
+    )?;
+    let _ = std::fs::remove_file(&package);
+    match std::fs::rename(&staging, &dir) {
+        Ok(()) => {}
+        // Another process finished the same install first: use its copy.
+        Err(_) if bin.is_file() => {
+            let _ = std::fs::remove_dir_all(&staging);
+        }
+        Err(error) => return Err(format!("cannot move {staging:?} to {dir:?}: {error}")),
+    }
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!("binaryen unpacked, but {bin:?} is missing"))
+    }
+}
+
+/// Builds a workspace package as a release `wasm32-wasip1` module, optimised for size, and
+/// returns its path.
 pub fn build_wasm(package: &str, library: &str) -> Result<PathBuf> {
     wasm_targets()?;
     run(
-        cargo().current_dir(repo_root()).args([
-            "build",
-            "--quiet",
-            "--release",
-            "--target",
-            "wasm32-wasip1",
-            "-p",
-            package,
-        ]),
+        cargo()
+            .current_dir(repo_root())
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "--target",
+                "wasm32-wasip1",
+                "-p",
+                package,
+            ])
+            .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "z"),
         &format!("building {library}.wasm"),
     )?;
     Ok(built_wasm_path().with_file_name(format!("{library}.wasm")))
