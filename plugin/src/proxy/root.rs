@@ -72,7 +72,13 @@ impl RootContext for FuseboxRoot {
                         fingerprint
                     })
                     .collect();
-                let shed = config.policies().iter().map(ShedRuntime::new).collect();
+                let shed: Vec<Option<ShedRuntime>> =
+                    config.policies().iter().map(ShedRuntime::new).collect();
+                for (runtime, policy) in shed.iter().zip(config.policies()) {
+                    if let (Some(runtime), Some(config)) = (runtime, &policy.shed) {
+                        runtime.initialise(config);
+                    }
+                }
                 if hostcalls::set_tick_period(FLUSH_PERIOD).is_err() {
                     host::log(
                         LogLevel::Error,

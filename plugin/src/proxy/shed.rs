@@ -51,6 +51,22 @@ impl ShedRuntime {
         })
     }
 
+    /// Creates the policy's shared keys at configure time: Envoy's shared data has no
+    /// compare-and-swap for a key that does not exist yet, so two workers creating one on their
+    /// first requests could both write it and one write would be lost (a bulkhead count short
+    /// by one, a bucket refilled by a whole lease). Creating the same empty value twice is
+    /// harmless; every later update is a real compare-and-swap. Tenant slots are created on
+    /// first use: there can be thousands, and a lost race there costs at most one token.
+    pub fn initialise(&self, config: &ShedConfig) {
+        if config.max_in_flight.is_some() {
+            let _ = update(&HostStore, &self.in_flight_key, |_: &mut InFlight| ());
+        }
+        for name in ["all", "unkeyed", "overflow"] {
+            let key = format!("{}/{name}", self.prefix);
+            let _ = update(&HostStore, &key, |_: &mut Bucket| ());
+        }
+    }
+
     /// Gives this worker's idle bulkhead slots back to the shared count (on every tick, so
     /// no slot stays idle here for long while another worker might need it).
     pub fn return_idle_slots(&self, reporter: &ShedReporter<'_>) {
@@ -60,6 +76,21 @@ impl ShedRuntime {
             .map(|mut slots| slots.drain_idle())
             .unwrap_or(0);
         reporter.give_back(self, idle);
+    }
+}
+
+/// A runtime outlives its configuration only until its last stream ends (the streams hold
+/// it): what is still leased then is idle, and goes back so a reload leaks no slot.
+impl Drop for ShedRuntime {
+    fn drop(&mut self) {
+        let idle = self.slots.get_mut().drain_idle();
+        if idle > 0 {
+            let _ = update(
+                &HostStore,
+                &self.in_flight_key,
+                |in_flight: &mut InFlight| in_flight.release_many(idle),
+            );
+        }
     }
 }
 
