@@ -109,7 +109,7 @@ impl SlotLease {
     /// batching, the slot itself).
     pub fn release(&mut self, batch: u32) -> u32 {
         self.used = self.used.saturating_sub(1);
-        let idle = self.held - self.used;
+        let idle = self.held.saturating_sub(self.used);
         let keep = if batch > 1 { batch } else { 0 };
         if idle > keep.saturating_mul(2) {
             let give_back = idle - keep;
@@ -122,7 +122,7 @@ impl SlotLease {
 
     /// Gives up every idle slot (on the tick); returns how many.
     pub fn drain_idle(&mut self) -> u32 {
-        let idle = self.held - self.used;
+        let idle = self.held.saturating_sub(self.used);
         self.held = self.used;
         idle
     }
