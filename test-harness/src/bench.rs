@@ -223,31 +223,7 @@ pub fn run(options: BenchOptions) -> Result<(), String> {
     let addresses = envoy.listeners();
     let address = |name: &str| addresses.iter().find(|(n, _)| n == name).map(|(_, a)| *a);
 
-    let mut tallies: Vec<Tally> = vec![Tally::default(); LISTENERS.len()];
-    // Warm-up: connections, V8's code, caches.
-    for name in LISTENERS {
-        let addr = address(name).ok_or(format!("listener {name} missing"))?;
-        closed_loop(addr, "/", CONNECTIONS, Duration::from_millis(300));
-    }
-    for round in 0..options.rounds {
-        let mut order: Vec<usize> = (0..LISTENERS.len()).collect();
-        if round % 2 == 1 {
-            order.reverse();
-        }
-        for index in order {
-            let (Some(name), Some(tally)) = (LISTENERS.get(index), tallies.get_mut(index)) else {
-                continue;
-            };
-            let addr = address(name).ok_or(format!("listener {name} missing"))?;
-            let (cpu_before, user_before) = (envoy.cpu_time(), envoy.user_cpu_time());
-            let result = closed_loop(addr, "/", CONNECTIONS, options.duration);
-            tally.cpu += envoy.cpu_time().saturating_sub(cpu_before);
-            tally.user_cpu += envoy.user_cpu_time().saturating_sub(user_before);
-            tally.ok += result.ok;
-            tally.errors += result.errors;
-            tally.seconds += result.elapsed.as_secs_f64();
-        }
-    }
+    let mut tallies = measure_rounds(&envoy, &LISTENERS, options.rounds, options.duration)?;
     // Latency at a fixed rate well below the slowest setup's capacity, same for all.
     let rate = tallies
         .iter()
@@ -340,6 +316,20 @@ fn cpu_per_request(
     options: BenchOptions,
 ) -> Result<Vec<f64>, String> {
     let envoy = Envoy::start_yaml(yaml, 1)?;
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let tallies = measure_rounds(&envoy, &names, options.rounds, options.duration / 2)?;
+    Ok(tallies.iter().map(Tally::cpu_us_per_request).collect())
+}
+
+/// Closed-loop load on each of `envoy`'s listeners `names` for `duration` per round, after a
+/// short warm-up (connections, V8's code, caches), rounds alternating in order so drift on a
+/// shared machine spreads evenly; one tally per listener.
+fn measure_rounds(
+    envoy: &Envoy,
+    names: &[&str],
+    rounds: usize,
+    duration: Duration,
+) -> Result<Vec<Tally>, String> {
     let addresses = envoy.listeners();
     let address = |name: &str| {
         addresses
@@ -351,26 +341,26 @@ fn cpu_per_request(
     for name in names {
         closed_loop(address(name)?, "/", CONNECTIONS, Duration::from_millis(300));
     }
-    let mut spent = vec![(Duration::ZERO, 0u64); names.len()];
-    for round in 0..options.rounds {
+    let mut tallies = vec![Tally::default(); names.len()];
+    for round in 0..rounds {
         let mut order: Vec<usize> = (0..names.len()).collect();
         if round % 2 == 1 {
             order.reverse();
         }
         for index in order {
-            let (Some(name), Some(spent)) = (names.get(index), spent.get_mut(index)) else {
+            let (Some(name), Some(tally)) = (names.get(index), tallies.get_mut(index)) else {
                 continue;
             };
-            let before = envoy.cpu_time();
-            let result = closed_loop(address(name)?, "/", CONNECTIONS, options.duration / 2);
-            spent.0 += envoy.cpu_time().saturating_sub(before);
-            spent.1 += result.ok;
+            let (cpu_before, user_before) = (envoy.cpu_time(), envoy.user_cpu_time());
+            let result = closed_loop(address(name)?, "/", CONNECTIONS, duration);
+            tally.cpu += envoy.cpu_time().saturating_sub(cpu_before);
+            tally.user_cpu += envoy.user_cpu_time().saturating_sub(user_before);
+            tally.ok += result.ok;
+            tally.errors += result.errors;
+            tally.seconds += result.elapsed.as_secs_f64();
         }
     }
-    Ok(spent
-        .iter()
-        .map(|(time, ok)| time.as_secs_f64() * 1e6 / (*ok).max(1) as f64)
-        .collect())
+    Ok(tallies)
 }
 
 /// Calls each probe listener makes per request: enough that their cost stands well above the
