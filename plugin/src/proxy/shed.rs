@@ -9,7 +9,7 @@ use super::host;
 use super::metrics::Metrics;
 use super::shared::HostStore;
 use crate::policy::counters::Counter;
-use crate::policy::shared::update;
+use crate::policy::shared::{update, UpdateError, UpdateStats};
 use crate::policy::shed::lease::{slot_batch, token_batch, SlotLease, TokenLease};
 use crate::policy::shed::slots::{self, take_from_slot, SlotTake};
 use crate::policy::shed::{
@@ -61,10 +61,24 @@ impl ShedRuntime {
         if config.max_in_flight.is_some() {
             let _ = update(&HostStore, &self.in_flight_key, |_: &mut InFlight| ());
         }
-        for name in ["all", "unkeyed", "overflow"] {
+        // Keys are never freed: only the buckets this policy uses.
+        let buckets: &[&str] = match config.key_header {
+            None => &["all"],
+            Some(_) => &["unkeyed", "overflow"],
+        };
+        for name in buckets {
             let key = format!("{}/{name}", self.prefix);
             let _ = update(&HostStore, &key, |_: &mut Bucket| ());
         }
+    }
+
+    /// Takes `slots` off the shared bulkhead count.
+    fn release_slots(&self, slots: u32) -> (Result<(), UpdateError>, UpdateStats) {
+        update(
+            &HostStore,
+            &self.in_flight_key,
+            |in_flight: &mut InFlight| in_flight.release_many(slots),
+        )
     }
 
     /// Gives this worker's idle bulkhead slots back to the shared count (on every tick, so
@@ -85,11 +99,7 @@ impl Drop for ShedRuntime {
     fn drop(&mut self) {
         let idle = self.slots.get_mut().drain_idle();
         if idle > 0 {
-            let _ = update(
-                &HostStore,
-                &self.in_flight_key,
-                |in_flight: &mut InFlight| in_flight.release_many(idle),
-            );
+            let _ = self.release_slots(idle);
         }
     }
 }
@@ -215,37 +225,32 @@ impl ShedReporter<'_> {
         now_us: u64,
     ) -> Option<Take> {
         let limits = &runtime.limits;
+        // A bucket take that also leases up to `batch` tokens (none with a batch of 0).
+        let from_bucket = |name: &str, batch: u64| {
+            let key = format!("{}/{name}", runtime.prefix);
+            let (result, stats) = update(&HostStore, &key, |bucket: &mut Bucket| {
+                bucket.take_and_lease(limits, priority, now_us, batch)
+            });
+            self.metrics.shared_update(self.policy_id, stats);
+            result.ok()
+        };
+        let plain = |name: &str| from_bucket(name, 0).map(|(take, _)| take);
+        // The unkeyed bucket: this worker's lease first, else the shared bucket, renewing the
+        // lease when it grants one.
         let leased = || {
             let mut lease = runtime.tokens.try_borrow_mut().ok()?;
             if let Some(remaining) = lease.take(now_us) {
                 return Some(Take::Admitted { remaining });
             }
-            let key = format!("{}/all", runtime.prefix);
-            let (result, stats) = update(&HostStore, &key, |bucket: &mut Bucket| {
-                bucket.take_and_lease(limits, priority, now_us, runtime.token_batch)
-            });
-            self.metrics.shared_update(self.policy_id, stats);
-            let (take, tokens) = result.ok()?;
+            let (take, tokens) = from_bucket("all", runtime.token_batch)?;
             if let (Take::Admitted { remaining }, 1..) = (take, tokens) {
                 lease.renew(tokens, remaining, now_us);
             }
             Some(take)
         };
-        let plain = |name: &str| {
-            let key = format!("{}/{name}", runtime.prefix);
-            let (result, stats) = update(&HostStore, &key, |bucket: &mut Bucket| {
-                bucket.take(limits, priority, now_us)
-            });
-            self.metrics.shared_update(self.policy_id, stats);
-            result.ok()
-        };
         let taken = match &config.key_header {
             None => {
-                let taken = if runtime.token_batch > 0 {
-                    leased()
-                } else {
-                    plain("all")
-                };
+                let taken = leased();
                 if let Some(Take::Admitted { remaining }) = taken {
                     self.metrics.set_shed_tokens(self.policy_id, remaining);
                 }
@@ -302,14 +307,7 @@ impl ShedReporter<'_> {
         if slots == 0 {
             return;
         }
-        let (result, stats) = update(
-            &HostStore,
-            &runtime.in_flight_key,
-            |in_flight: &mut InFlight| {
-                in_flight.release_many(slots);
-                in_flight.count
-            },
-        );
+        let (result, stats) = runtime.release_slots(slots);
         self.metrics.shared_update(self.policy_id, stats);
         if result.is_err() {
             self.count(Counter::ShedStateErrors);
