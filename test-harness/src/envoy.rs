@@ -100,6 +100,9 @@ fn spawn(yaml: &str, concurrency: u32, dir: &Path) -> Result<Child, String> {
 /// seconds.
 const WAIT_LIMIT: Duration = Duration::from_secs(10);
 
+/// How often each worker writes the log lines Fusebox held back (the plugin's tick).
+const LINE_TICK: Duration = Duration::from_secs(1);
+
 impl Envoy {
     /// Starts Envoy and waits until it serves traffic.
     pub fn start(spec: &EnvoySpec) -> Result<Envoy, String> {
@@ -251,13 +254,35 @@ impl Envoy {
         std::fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
     }
 
+    /// Waits until Envoy's log satisfies `condition` and returns the log as it then was (as
+    /// it is at the time limit otherwise). Fusebox's lines trail their requests: each worker
+    /// writes its lines in batches, at the latest on its next tick.
+    pub fn wait_for_log(&self, condition: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT_LIMIT;
+        loop {
+            let log = self.log();
+            if condition(&log) || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Envoy's log once every line Fusebox held back when this was called has been written:
+    /// after a tick of every worker. For checks that a line is absent, which waiting for it
+    /// cannot do.
+    pub fn settled_log(&self) -> String {
+        std::thread::sleep(LINE_TICK + LINE_TICK / 2);
+        self.log()
+    }
+
     /// Fusebox's per-request JSON log lines so far.
     pub fn request_logs(&self) -> Vec<Value> {
         self.log().lines().filter_map(request_log_json).collect()
     }
 
-    /// Waits for the request log line carrying `correlation_id` (on_log runs after the
-    /// response is sent, so it may trail the response slightly).
+    /// Waits for the request log line carrying `correlation_id` (lines trail their
+    /// responses: see [`Envoy::wait_for_log`]).
     pub fn wait_for_request_log(&self, correlation_id: &str) -> Option<Value> {
         let deadline = Instant::now() + WAIT_LIMIT;
         loop {

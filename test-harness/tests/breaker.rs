@@ -115,21 +115,21 @@ fn failures_open_the_breaker_for_every_worker_then_one_probe_recovers_it() {
         envoy.wait_for_stat("wasmcustom.fusebox.flaky.breaker_state", 1),
         Some(1)
     );
-    let log = envoy.log();
-    let threads: HashSet<&str> = log
-        .lines()
-        .filter(|line| line.contains("\"decision\":\"breaker_open\""))
-        .filter_map(log_thread)
-        .collect();
+    let refusing_threads = |log: &str| -> usize {
+        log.lines()
+            .filter(|line| line.contains("\"decision\":\"breaker_open\""))
+            .filter_map(log_thread)
+            .collect::<HashSet<&str>>()
+            .len()
+    };
+    let transition = r#""event":"breaker_transition","policy":"flaky","scope":"route","transition":"opened","reason":"consecutive_failures""#;
+    let log = envoy.wait_for_log(|log| refusing_threads(log) == 2 && log.contains(transition));
     assert_eq!(
-        threads.len(),
+        refusing_threads(&log),
         2,
         "both workers refuse: the breaker is shared"
     );
-    assert!(
-        log.contains(r#""event":"breaker_transition","policy":"flaky","scope":"route","transition":"opened","reason":"consecutive_failures""#),
-        "a transition log line"
-    );
+    assert!(log.contains(transition), "a transition log line");
 
     // After open_for, exactly one of two concurrent requests is let through as the probe.
     std::thread::sleep(Duration::from_millis(1100));
@@ -278,7 +278,8 @@ fn cluster_scope_keeps_one_breaker_per_upstream_cluster() {
         "cluster `upstream` is not"
     );
     assert_eq!(h.second.hits(), 2);
+    let opened = r#""policy":"per_cluster","scope":"second","transition":"opened""#;
     assert!(envoy
-        .log()
-        .contains(r#""policy":"per_cluster","scope":"second","transition":"opened""#));
+        .wait_for_log(|log| log.contains(opened))
+        .contains(opened));
 }

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use common::{log_thread, start};
 use fusebox_harness::client::Request;
+use fusebox_harness::envoy::request_log_json;
 use uuid::Uuid;
 
 const ONE_POLICY: &str = r#"{"policies": {"p": {}}, "default_policy": "p"}"#;
@@ -70,7 +71,9 @@ fn generated_ids_are_unique_across_requests_and_both_workers() {
         Some(40)
     );
 
-    let log = s.envoy.log();
+    let log = s
+        .envoy
+        .wait_for_log(|log| ids.iter().all(|id| log.contains(id.as_str())));
     let threads: HashSet<&str> = log
         .lines()
         .filter(|line| ids.iter().any(|id| line.contains(id.as_str())))
@@ -333,8 +336,9 @@ fn with_decisions_only_logging_ordinary_requests_leave_no_line_but_replacements_
     );
     let logged: Vec<String> = s
         .envoy
-        .request_logs()
-        .iter()
+        .settled_log()
+        .lines()
+        .filter_map(request_log_json)
         .filter_map(|line| line["correlation_id"].as_str().map(str::to_owned))
         .collect();
     for id in &ordinary {

@@ -4,6 +4,7 @@ pub mod breaker;
 pub mod budget;
 pub mod correlation;
 pub mod counters;
+pub mod line_batch;
 pub mod reject;
 pub mod request_log;
 pub mod response_flags;

@@ -5,11 +5,66 @@
 //! decided and how the request ended. Values that came off the wire are escaped by the JSON
 //! serializer, so a hostile header can never split or forge a log line.
 
-use serde::Serialize;
+use std::fmt;
+
+use serde::{Serialize, Serializer};
+
+/// A wall-clock instant (nanoseconds since the Unix epoch), written as RFC 3339 in UTC with
+/// milliseconds, like Envoy's access logs: lines are written in batches (see `line_batch`),
+/// so the time Envoy stamps on a line is when it was written, not when the request came.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnixTime(pub u64);
+
+impl fmt::Display for UnixTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let millis = self.0 / 1_000_000;
+        let (days, millis_of_day) = (millis / 86_400_000, millis % 86_400_000);
+        let (year, month, day) = civil_from_days(days);
+        let seconds = millis_of_day / 1_000;
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+            seconds / 3_600,
+            seconds / 60 % 60,
+            seconds % 60,
+            millis_of_day % 1_000
+        )
+    }
+}
+
+impl Serialize for UnixTime {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's `civil_from_days`,
+/// for days on or after the epoch: 400-year eras of 146,097 days, years counted from March so
+/// the leap day ends the year).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    // Days from 0000-03-01 to 1970-01-01.
+    let days = days + 719_468;
+    let era = days / 146_097;
+    let day_of_era = days % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = era * 400 + year_of_era + u64::from(month <= 2);
+    (year, month, day)
+}
 
 /// One request's log record, serialized as a single JSON object.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RequestLog<'a> {
+    /// When the request headers reached Fusebox.
+    pub start_time: UnixTime,
     /// The correlation ID the request carried upstream.
     pub correlation_id: Option<&'a str>,
     /// `kept`, `generated` or `replaced`.
@@ -80,6 +135,8 @@ pub struct RequestLog<'a> {
 /// The log line written when a breaker changes phase.
 #[derive(Debug, Clone, Serialize)]
 pub struct BreakerTransitionLog<'a> {
+    /// When the breaker changed.
+    pub time: UnixTime,
     /// Always `breaker_transition`.
     pub event: &'static str,
     /// The breaker's policy.
@@ -240,5 +297,43 @@ mod tests {
     fn durations_are_milliseconds_with_microsecond_resolution() {
         assert_eq!(nanos_to_millis(1_234_567), 1.234);
         assert_eq!(nanos_to_millis(999), 0.0);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn times_are_rfc3339_utc_with_milliseconds() {
+        let cases = [
+            (0, "1970-01-01T00:00:00.000Z"),
+            (999_999, "1970-01-01T00:00:00.000Z"),
+            (1_000_000, "1970-01-01T00:00:00.001Z"),
+            (951_782_400_000_000_000, "2000-02-29T00:00:00.000Z"),
+            (951_868_799_999_000_000, "2000-02-29T23:59:59.999Z"),
+            (4_107_542_400_000_000_000, "2100-03-01T00:00:00.000Z"),
+            (1_795_437_711_123_456_789, "2026-11-23T12:41:51.123Z"),
+            (u64::MAX, "2554-07-21T23:34:33.709Z"),
+        ];
+        for (nanos, expected) in cases {
+            assert_eq!(UnixTime(nanos).to_string(), expected, "{nanos}");
+        }
+        let line = RequestLog {
+            start_time: UnixTime(1_000_000),
+            ..RequestLog::default()
+        }
+        .to_json();
+        assert!(
+            line.starts_with(r#"{"start_time":"1970-01-01T00:00:00.001Z","#),
+            "{line}"
+        );
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    proptest::proptest! {
+        #[test]
+        fn times_agree_with_a_reference_formatter(nanos in proptest::prelude::any::<u64>()) {
+            let reference = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(nanos);
+            proptest::prop_assert_eq!(
+                UnixTime(nanos).to_string(),
+                humantime::format_rfc3339_millis(reference).to_string()
+            );
+        }
     }
 }

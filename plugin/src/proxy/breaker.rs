@@ -2,15 +2,15 @@
 //! outcome, and reports every transition as a stat and a log line.
 
 use fusebox_policy_schema::{BreakerConfig, BreakerScope, Policy, PolicyId};
-use proxy_wasm::types::LogLevel;
 
 use super::host;
+use super::log_lines;
 use super::metrics::Metrics;
 use super::shared::HostStore;
 use crate::policy::breaker::codec::breaker_key;
 use crate::policy::breaker::{Admission, BreakerState, Call, Outcome, Transition};
 use crate::policy::counters::Counter;
-use crate::policy::request_log::BreakerTransitionLog;
+use crate::policy::request_log::{BreakerTransitionLog, UnixTime};
 use crate::policy::shared::{update, UpdateError};
 
 /// What a request holds after the gate let it through: where to record its outcome.
@@ -71,6 +71,7 @@ impl Reporter<'_> {
         transition: Transition,
         state_after: &BreakerState,
         config: &BreakerConfig,
+        now_ms: u64,
     ) {
         self.count(Counter::transition(transition));
         let (name, reason, open_for_ms) = match transition {
@@ -85,6 +86,7 @@ impl Reporter<'_> {
         self.metrics
             .set_breaker_state(self.policy_id, state_after.phase.gauge());
         let line = BreakerTransitionLog {
+            time: UnixTime(now_ms.saturating_mul(1_000_000)),
             event: "breaker_transition",
             policy: &self.policy.name,
             scope,
@@ -93,7 +95,7 @@ impl Reporter<'_> {
             open_for_ms,
             correlation_id: self.correlation_id,
         };
-        host::log(LogLevel::Info, &line.to_json());
+        log_lines::hold(line.to_json());
     }
 
     /// Asks the policy's breaker whether the request may call the upstream.
@@ -110,7 +112,7 @@ impl Reporter<'_> {
             return Gate::Unavailable;
         };
         if let Some((transition, state)) = transition {
-            self.transition(&scope, transition, &state, config);
+            self.transition(&scope, transition, &state, config, now_ms);
         }
         match admission {
             Admission::Allowed => Gate::Admitted(Ticket {
@@ -152,7 +154,7 @@ impl Reporter<'_> {
         self.metrics.shared_update(self.policy_id, stats);
         match result {
             Ok(Some((transition, state))) => {
-                self.transition(&ticket.scope, transition, &state, config)
+                self.transition(&ticket.scope, transition, &state, config, now_ms)
             }
             Ok(None) => {}
             Err(UpdateError::Contended | UpdateError::Host) => {

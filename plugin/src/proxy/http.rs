@@ -14,6 +14,7 @@ use proxy_wasm::types::{Action, LogLevel};
 use super::breaker::{Gate, Reporter, Ticket};
 use super::budget;
 use super::host;
+use super::log_lines;
 use super::root::Runtime;
 use super::shed::{ShedGate, ShedReporter};
 use crate::policy::breaker::{classify, Outcome};
@@ -24,7 +25,7 @@ use crate::policy::reject::{
     retry_after_secs, Reject, BREAKER_OPEN_BODY, BULKHEAD_FULL_BODY, DEADLINE_EXCEEDED_BODY,
     DECISION_HEADER, SHED_BODY,
 };
-use crate::policy::request_log::{duration_millis, nanos_to_millis, RequestLog};
+use crate::policy::request_log::{duration_millis, nanos_to_millis, RequestLog, UnixTime};
 use crate::policy::response_flags;
 use crate::policy::selection::{select_policy, Selection};
 use crate::policy::shed::priority_name;
@@ -300,6 +301,7 @@ impl HttpContext for FuseboxHttp {
         };
         let budget = request.budget.as_ref();
         let line = RequestLog {
+            start_time: UnixTime(request.started_nanos),
             correlation_id: request.correlation_id.as_deref(),
             correlation: Some(if request.correlation_id.is_some() {
                 request.id_verdict.as_str()
@@ -345,7 +347,7 @@ impl HttpContext for FuseboxHttp {
             duration_ms: nanos_to_millis(now_nanos.saturating_sub(request.started_nanos)),
         };
         if runtime.config.log == RequestLogging::All || line.is_noteworthy() {
-            host::log(LogLevel::Info, &line.to_json());
+            log_lines::hold(line.to_json());
         }
     }
 }

@@ -5,6 +5,7 @@ mod breaker;
 mod budget;
 mod host;
 mod http;
+mod log_lines;
 mod metrics;
 mod root;
 mod shared;

@@ -12,6 +12,7 @@ use proxy_wasm::types::{ContextType, LogLevel};
 use super::breaker;
 use super::host;
 use super::http::FuseboxHttp;
+use super::log_lines;
 use super::metrics::{Metrics, FLUSH_PERIOD};
 use super::shared::HostStore;
 use super::shed::{ShedReporter, ShedRuntime};
@@ -36,7 +37,13 @@ pub struct FuseboxRoot {
     runtime: Option<Rc<Runtime>>,
 }
 
-impl Context for FuseboxRoot {}
+impl Context for FuseboxRoot {
+    /// The plugin stops (Envoy drops or replaces it): what this worker still holds is written.
+    fn on_done(&mut self) -> bool {
+        log_lines::write_held();
+        true
+    }
+}
 
 impl RootContext for FuseboxRoot {
     fn on_configure(&mut self, configuration_size: usize) -> bool {
@@ -82,7 +89,7 @@ impl RootContext for FuseboxRoot {
                 if hostcalls::set_tick_period(FLUSH_PERIOD).is_err() {
                     host::log(
                         LogLevel::Error,
-                        "cannot set a tick period: stats will not reach Envoy",
+                        "cannot set a tick period: stats will not reach Envoy, and request lines only once a batch is full",
                     );
                 }
                 self.runtime = Some(Rc::new(Runtime {
@@ -115,6 +122,9 @@ impl RootContext for FuseboxRoot {
     }
 
     fn on_tick(&mut self) {
+        // Lines before stats: once a stat counts a finished request, its line is already in
+        // the log.
+        log_lines::write_held();
         if let Some(runtime) = &self.runtime {
             // This worker's idle leased slots go back first. The in-flight gauge reports the
             // shared count itself, not whatever this worker last saw: gauges are process-wide
