@@ -18,6 +18,8 @@ proxy_wasm::main! {{
     // A panic traps the VM and Envoy's failure_policy takes over; make sure the reason reaches
     // the operator first.
     std::panic::set_hook(Box::new(|info| {
+        // The lines this worker held would die with the VM.
+        log_lines::write_held();
         host::log(LogLevel::Critical, &format!("fusebox: panic, this VM stops here: {info}"));
     }));
     proxy_wasm::set_root_context(|_| Box::new(root::FuseboxRoot::default()));
