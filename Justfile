@@ -36,6 +36,11 @@ schema:
 bench:
     cargo bench -p fusebox-benches
 
+# End-to-end overhead in Envoy against no filter, an empty wasm filter and Envoy-native filters
+# (args: --quick for a smoke run, --compare OTHER.wasm to measure this build against another).
+overhead *args:
+    cargo harness bench {{args}}
+
 # Run the controllable test upstream alone.
 upstream addr="127.0.0.1:8081":
     cargo harness upstream {{addr}}

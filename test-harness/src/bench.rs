@@ -363,6 +363,85 @@ fn measure_rounds(
     Ok(tallies)
 }
 
+/// Rounds for `--compare`: two builds usually differ by less than the drift between runs, so
+/// they are measured in one Envoy, alternating, more often than in the main run.
+const COMPARE_ROUNDS: usize = 6;
+
+/// `cargo harness bench --compare OTHER.wasm`: this build of fusebox against another build
+/// (an older commit's, say), with the same plugin configuration, side by side in one Envoy
+/// with the empty filter as the floor. Prints what each build adds per round and the median
+/// of the per-round differences, which drift between rounds does not move.
+pub fn compare(other: &std::path::Path, options: BenchOptions) -> Result<(), String> {
+    // Envoy runs in a scratch directory: the path must not be relative.
+    let other = other
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", other.display()))?;
+    provision::wasm_targets()?;
+    let fusebox = provision::plugin_wasm()?;
+    let empty = provision::build_wasm("fusebox-empty-filter", "fusebox_empty_filter")?;
+    let upstream = Upstream::start().map_err(|e| e.to_string())?;
+    let config = plugin_config()?;
+    let setups = [
+        ("compare_empty", empty.as_path(), ""),
+        ("compare_this", fusebox.as_path(), config.as_str()),
+        ("compare_other", other.as_path(), config.as_str()),
+    ];
+    let listeners: String = setups
+        .iter()
+        .map(|(name, path, config)| {
+            listener(
+                name,
+                &wasm_filter(name, &path.to_string_lossy(), config),
+                "",
+            )
+        })
+        .collect();
+    let envoy = Envoy::start_yaml(&with_upstream(&listeners, upstream.addr()), 1)?;
+    let names: Vec<&str> = setups.iter().map(|(name, _, _)| *name).collect();
+    let rounds = options.rounds.max(COMPARE_ROUNDS);
+    let mut differences = Vec::with_capacity(rounds);
+    println!("Envoy CPU µs per request over the empty filter, {rounds} rounds, one Envoy worker:");
+    println!(
+        "{:>5} {:>12} {:>12} {:>12}",
+        "round", "this build", "other", "difference"
+    );
+    for round in 0..rounds {
+        // Alternate the order, so neither build always runs right after the other.
+        let mut order = names.clone();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        let tallies = measure_rounds(&envoy, &order, 1, options.duration)?;
+        let cpu = |name: &str| {
+            order
+                .iter()
+                .zip(&tallies)
+                .find(|(n, _)| **n == name)
+                .map_or(0.0, |(_, tally)| tally.cpu_us_per_request())
+        };
+        let floor = cpu("compare_empty");
+        let (this, other) = (cpu("compare_this") - floor, cpu("compare_other") - floor);
+        println!(
+            "{round:>5} {this:>12.1} {other:>12.1} {:>+12.1}",
+            this - other
+        );
+        differences.push(this - other);
+    }
+    differences.sort_by(f64::total_cmp);
+    let median = differences
+        .get(differences.len() / 2)
+        .copied()
+        .unwrap_or(0.0);
+    let spread = |value: Option<&f64>| value.copied().unwrap_or(0.0);
+    println!(
+        "this build minus {}: median {median:+.1} µs per request (rounds from {:+.1} to {:+.1})",
+        other.display(),
+        spread(differences.first()),
+        spread(differences.last()),
+    );
+    Ok(())
+}
+
 /// Calls each probe listener makes per request: enough that their cost stands well above the
 /// noise of one request's own.
 const PROBE_CALLS: u32 = 20;

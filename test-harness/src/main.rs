@@ -24,6 +24,7 @@ commands:
   build       build fusebox.wasm (release, wasm32-wasip1)
   bench       end-to-end overhead: fusebox vs no filter, an empty wasm filter, Envoy-native
               filters, in one Envoy (--quick for a smoke run)
+                [--compare OTHER.wasm] (this build against another, alternating rounds)
   chaos       run fault-injection scenarios against real Envoy and write reports to
               reports/chaos/<scenario>/; exits non-zero when a hypothesis breaks
                 [--short] (CI's scaled-down profile) [--policy FILE] (your own policy)
@@ -52,7 +53,18 @@ fn main() -> ExitCode {
             } else {
                 BenchOptions::FULL
             };
-            provision::envoy_bin().and_then(|_| bench::run(options))
+            let args: Vec<String> = std::env::args().collect();
+            let compare = args
+                .iter()
+                .position(|arg| arg == "--compare")
+                .map(|at| args.get(at + 1).ok_or("--compare needs a .wasm path"));
+            match compare {
+                None => provision::envoy_bin().and_then(|_| bench::run(options)),
+                Some(Ok(other)) => {
+                    provision::envoy_bin().and_then(|_| bench::compare(Path::new(other), options))
+                }
+                Some(Err(message)) => Err(message.to_owned()),
+            }
         }
         "upstream" => upstream(),
         "chaos" => chaos(&std::env::args().skip(2).collect::<Vec<_>>()),
