@@ -210,7 +210,7 @@ pub fn run(options: BenchOptions) -> Result<(), String> {
     provision::wasm_targets()?;
     let fusebox = provision::plugin_wasm()?;
     let empty = provision::build_wasm("fusebox-empty-filter", "fusebox_empty_filter")?;
-    let upstream = Upstream::start().map_err(|e| e.to_string())?;
+    let upstream = Upstream::start_unrecorded().map_err(|e| e.to_string())?;
     let plugin_config = plugin_config()?;
     let yaml = bootstrap(
         upstream.addr(),
@@ -379,7 +379,7 @@ pub fn compare(other: &std::path::Path, options: BenchOptions) -> Result<(), Str
     provision::wasm_targets()?;
     let fusebox = provision::plugin_wasm()?;
     let empty = provision::build_wasm("fusebox-empty-filter", "fusebox_empty_filter")?;
-    let upstream = Upstream::start().map_err(|e| e.to_string())?;
+    let upstream = Upstream::start_unrecorded().map_err(|e| e.to_string())?;
     let config = plugin_config()?;
     let setups = [
         ("compare_empty", empty.as_path(), ""),

@@ -201,7 +201,7 @@ fn demo() -> Result<(), String> {
     let upstream_addr = fusebox_harness::envoy_config::DEMO_UPSTREAM
         .parse()
         .map_err(|e| format!("{e}"))?;
-    let upstream = Upstream::start_on(upstream_addr)
+    let upstream = Upstream::start_unrecorded_on(upstream_addr)
         .map_err(|e| format!("demo upstream on {upstream_addr}: {e}"))?;
     let dir = repo_root().join("target").join("fusebox-demo");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -286,7 +286,7 @@ fn upstream() -> Result<(), String> {
         })
         .unwrap_or(fusebox_harness::envoy_config::DEMO_UPSTREAM);
     let listen = listen.parse().map_err(|e| format!("{listen}: {e}"))?;
-    let upstream = Upstream::start_on(listen).map_err(|e| format!("{listen}: {e}"))?;
+    let upstream = Upstream::start_unrecorded_on(listen).map_err(|e| format!("{listen}: {e}"))?;
     let control = match flag_value(&args, "--control") {
         Some(addr) => {
             let addr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;

@@ -104,6 +104,8 @@ enum Listening {
 }
 
 struct State {
+    /// Keep every request for [`Upstream::received`] (tests); long runs only count them.
+    record: bool,
     received: Mutex<Vec<Received>>,
     hits: AtomicU64,
     fault: watch::Sender<Option<Fault>>,
@@ -117,13 +119,30 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Starts an upstream on an ephemeral loopback port.
+    /// Starts an upstream on an ephemeral loopback port, keeping every request it receives.
     pub fn start() -> std::io::Result<Upstream> {
         Self::start_on("127.0.0.1:0".parse().map_err(std::io::Error::other)?)
     }
 
-    /// Starts an upstream on `addr`.
+    /// Starts an upstream on `addr`, keeping every request it receives.
     pub fn start_on(addr: SocketAddr) -> std::io::Result<Upstream> {
+        Self::launch(addr, true)
+    }
+
+    /// Starts an upstream on an ephemeral loopback port that only counts what it receives
+    /// ([`Upstream::hits`]): for runs of many requests (the benchmark), where keeping each
+    /// would grow without bound and cost the machine CPU that Envoy is measured on.
+    pub fn start_unrecorded() -> std::io::Result<Upstream> {
+        Self::start_unrecorded_on("127.0.0.1:0".parse().map_err(std::io::Error::other)?)
+    }
+
+    /// Starts an upstream on `addr` that only counts what it receives: for long runs (the
+    /// demo, the `upstream` command, the benchmark).
+    pub fn start_unrecorded_on(addr: SocketAddr) -> std::io::Result<Upstream> {
+        Self::launch(addr, false)
+    }
+
+    fn launch(addr: SocketAddr, record: bool) -> std::io::Result<Upstream> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -131,6 +150,7 @@ impl Upstream {
         let listener = runtime.block_on(async { bind(addr, 1024) })?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
+            record,
             received: Mutex::new(Vec::new()),
             hits: AtomicU64::new(0),
             fault: watch::channel(None).0,
@@ -148,7 +168,7 @@ impl Upstream {
         self.addr
     }
 
-    /// Every request received so far.
+    /// Every request received so far (none for an unrecorded upstream).
     pub fn received(&self) -> Vec<Received> {
         self.state
             .received
@@ -349,8 +369,10 @@ async fn handle(
     };
     let echo = echo_body(&received);
     state.hits.fetch_add(1, Ordering::Relaxed);
-    if let Ok(mut all) = state.received.lock() {
-        all.push(received);
+    if state.record {
+        if let Ok(mut all) = state.received.lock() {
+            all.push(received);
+        }
     }
 
     let fault = *state.fault.borrow();
