@@ -6,7 +6,7 @@
 //! features on and nothing tripping, the same with `log.requests: decisions` (so the price of a
 //! log line per request shows on its own), and the nearest Envoy-native setup (local rate
 //! limit, route timeout, request ID). Rounds alternate between the listeners so drift on a shared
-//! machine spreads evenly. Envoy's own CPU time per request (from the kernel's per-thread
+//! machine spreads evenly, and each listener's figures are its median round's. Envoy's own CPU time per request (from the kernel's per-thread
 //! accounting) is the main figure: it does not depend on what else the machine runs.
 
 use std::fmt::Write as _;
@@ -23,7 +23,7 @@ use fusebox_hostcall_probe::Call;
 /// How long and how often to measure.
 #[derive(Debug, Clone, Copy)]
 pub struct BenchOptions {
-    /// Rounds over the four listeners.
+    /// Rounds over the listeners; each listener's figures are its median round's.
     pub rounds: usize,
     /// Closed-loop time per listener per round.
     pub duration: Duration,
@@ -37,7 +37,7 @@ impl BenchOptions {
     };
     /// The run whose figures go in the README.
     pub const FULL: BenchOptions = BenchOptions {
-        rounds: 3,
+        rounds: 5,
         duration: Duration::from_secs(5),
     };
 }
@@ -322,8 +322,8 @@ fn cpu_per_request(
 }
 
 /// Closed-loop load on each of `envoy`'s listeners `names` for `duration` per round, after a
-/// short warm-up (connections, V8's code, caches), rounds alternating in order so drift on a
-/// shared machine spreads evenly; one tally per listener.
+/// warm-up (connections, V8's code, caches), rounds alternating in order so drift on a
+/// shared machine spreads evenly; one tally per listener, its median round.
 fn measure_rounds(
     envoy: &Envoy,
     names: &[&str],
@@ -338,29 +338,49 @@ fn measure_rounds(
             .map(|(_, a)| *a)
             .ok_or(format!("listener {name} missing"))
     };
+    // Long enough for V8 to finish recompiling the hot wasm functions with its optimising
+    // tier (in the background): a round measured before that costs more.
     for name in names {
-        closed_loop(address(name)?, "/", CONNECTIONS, Duration::from_millis(300));
+        closed_loop(address(name)?, "/", CONNECTIONS, WARM_UP);
     }
-    let mut tallies = vec![Tally::default(); names.len()];
+    let mut rounds_of: Vec<Vec<Tally>> = vec![Vec::with_capacity(rounds); names.len()];
     for round in 0..rounds {
         let mut order: Vec<usize> = (0..names.len()).collect();
         if round % 2 == 1 {
             order.reverse();
         }
         for index in order {
-            let (Some(name), Some(tally)) = (names.get(index), tallies.get_mut(index)) else {
+            let (Some(name), Some(tallies)) = (names.get(index), rounds_of.get_mut(index)) else {
                 continue;
             };
             let (cpu_before, user_before) = (envoy.cpu_time(), envoy.user_cpu_time());
             let result = closed_loop(address(name)?, "/", CONNECTIONS, duration);
-            tally.cpu += envoy.cpu_time().saturating_sub(cpu_before);
-            tally.user_cpu += envoy.user_cpu_time().saturating_sub(user_before);
-            tally.ok += result.ok;
-            tally.errors += result.errors;
-            tally.seconds += result.elapsed.as_secs_f64();
+            tallies.push(Tally {
+                cpu: envoy.cpu_time().saturating_sub(cpu_before),
+                user_cpu: envoy.user_cpu_time().saturating_sub(user_before),
+                ok: result.ok,
+                errors: result.errors,
+                seconds: result.elapsed.as_secs_f64(),
+                ..Tally::default()
+            });
         }
     }
-    Ok(tallies)
+    Ok(rounds_of.into_iter().map(median_round).collect())
+}
+
+/// Warm-up per listener before the rounds.
+const WARM_UP: Duration = Duration::from_secs(1);
+
+/// The round with the median CPU per request, with the errors of every round: a round that
+/// something else on the machine slowed (they come and go, tens of µs per request here) moves
+/// a median less than a sum.
+fn median_round(mut tallies: Vec<Tally>) -> Tally {
+    let errors = tallies.iter().map(|tally| tally.errors).sum();
+    tallies.sort_by(|a, b| a.cpu_us_per_request().total_cmp(&b.cpu_us_per_request()));
+    let middle = tallies.len() / 2;
+    let mut median = tallies.into_iter().nth(middle).unwrap_or_default();
+    median.errors = errors;
+    median
 }
 
 /// Rounds for `--compare`: two builds usually differ by less than the drift between runs, so
