@@ -36,8 +36,7 @@ schema:
 bench:
     cargo bench -p fusebox-benches
 
-# End-to-end overhead in Envoy against no filter, an empty wasm filter and Envoy-native filters
-# (args: --quick for a smoke run, --compare OTHER.wasm to measure this build against another).
+# End-to-end overhead in Envoy against no filter, an empty wasm filter, Envoy-native filters (args: --quick, --compare OTHER.wasm).
 overhead *args:
     cargo harness bench {{args}}
 
