@@ -6,8 +6,9 @@
 //! features on and nothing tripping, the same with `log.requests: decisions` (so the price of a
 //! log line per request shows on its own), and the nearest Envoy-native setup (local rate
 //! limit, route timeout, request ID). Rounds alternate between the listeners so drift on a shared
-//! machine spreads evenly, and each listener's figures are its median round's. Envoy's own CPU time per request (from the kernel's per-thread
-//! accounting) is the main figure: it does not depend on what else the machine runs.
+//! machine spreads evenly, and each listener's figures are its median round's. Envoy's own CPU
+//! time per request (from the kernel's per-thread accounting) is the main figure: it does not
+//! depend on what else the machine runs.
 
 use std::fmt::Write as _;
 use std::time::Duration;

@@ -268,12 +268,11 @@ impl Envoy {
         }
     }
 
-    /// Envoy's log once every line Fusebox held back when this was called has been written:
-    /// after a tick of every worker. For checks that a line is absent, which waiting for it
-    /// cannot do.
-    pub fn settled_log(&self) -> String {
+    /// Waits until every line Fusebox held back when this was called has been written: past
+    /// a tick of every worker. For checks that a line is absent, which waiting for it cannot
+    /// do.
+    pub fn settle_log(&self) {
         std::thread::sleep(LINE_TICK + LINE_TICK / 2);
-        self.log()
     }
 
     /// Fusebox's per-request JSON log lines so far.

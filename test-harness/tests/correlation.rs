@@ -6,7 +6,6 @@ use std::collections::HashSet;
 
 use common::{log_thread, start};
 use fusebox_harness::client::Request;
-use fusebox_harness::envoy::request_log_json;
 use uuid::Uuid;
 
 const ONE_POLICY: &str = r#"{"policies": {"p": {}}, "default_policy": "p"}"#;
@@ -334,11 +333,11 @@ fn with_decisions_only_logging_ordinary_requests_leave_no_line_but_replacements_
         s.envoy.wait_for_stat("wasmcustom.fusebox.p.requests", 7),
         Some(7)
     );
+    s.envoy.settle_log();
     let logged: Vec<String> = s
         .envoy
-        .settled_log()
-        .lines()
-        .filter_map(request_log_json)
+        .request_logs()
+        .iter()
         .filter_map(|line| line["correlation_id"].as_str().map(str::to_owned))
         .collect();
     for id in &ordinary {

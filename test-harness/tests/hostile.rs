@@ -102,7 +102,8 @@ fn assert_unharmed(s: &Hostile, probe_id: &str) {
         "no VM was replaced"
     );
     // Every line either worker still held, too.
-    let log = s.envoy.settled_log();
+    s.envoy.settle_log();
+    let log = s.envoy.log();
     assert!(
         !log.contains("panic"),
         "Envoy's log mentions a panic:\n{log}"
