@@ -384,14 +384,15 @@ fn median_round(mut tallies: Vec<Tally>) -> Tally {
     median
 }
 
-/// Rounds for `--compare`: two builds usually differ by less than the drift between runs, so
-/// they are measured in one Envoy, alternating, more often than in the main run.
-const COMPARE_ROUNDS: usize = 6;
+/// Rounds for `--compare`: enough that the median of the per-round differences stands still.
+const COMPARE_ROUNDS: usize = 12;
 
 /// `cargo harness bench --compare OTHER.wasm`: this build of fusebox against another build
-/// (an older commit's, say), with the same plugin configuration, side by side in one Envoy
-/// with the empty filter as the floor. Prints what each build adds per round and the median
-/// of the per-round differences, which drift between rounds does not move.
+/// (an older commit's, say), with the same plugin configuration. Each build runs in its own
+/// one-worker Envoy and both are loaded at the same time, so whatever else slows the machine
+/// slows both alike: measured one after the other, in one Envoy, the same build against
+/// itself read anywhere from -60 to +60 µs per round here. Prints each build's user CPU per
+/// request, round by round, and the median of the per-round differences.
 pub fn compare(other: &std::path::Path, options: BenchOptions) -> Result<(), String> {
     // Envoy runs in a scratch directory: the path must not be relative.
     let other = other
@@ -399,49 +400,32 @@ pub fn compare(other: &std::path::Path, options: BenchOptions) -> Result<(), Str
         .map_err(|e| format!("{}: {e}", other.display()))?;
     provision::wasm_targets()?;
     let fusebox = provision::plugin_wasm()?;
-    let empty = provision::build_wasm("fusebox-empty-filter", "fusebox_empty_filter")?;
     let upstream = Upstream::start_unrecorded().map_err(|e| e.to_string())?;
     let config = plugin_config()?;
-    let setups = [
-        ("compare_empty", empty.as_path(), ""),
-        ("compare_this", fusebox.as_path(), config.as_str()),
-        ("compare_other", other.as_path(), config.as_str()),
-    ];
-    let listeners: String = setups
-        .iter()
-        .map(|(name, path, config)| {
-            listener(
-                name,
-                &wasm_filter(name, &path.to_string_lossy(), config),
-                "",
-            )
-        })
-        .collect();
-    let envoy = Envoy::start_yaml(&with_upstream(&listeners, upstream.addr()), 1)?;
-    let names: Vec<&str> = setups.iter().map(|(name, _, _)| *name).collect();
+    let start = |name: &str, wasm: &std::path::Path| -> Result<(Envoy, std::net::SocketAddr), String> {
+        let filter = wasm_filter(name, &wasm.to_string_lossy(), &config);
+        let envoy = Envoy::start_yaml(&with_upstream(&listener(name, &filter, ""), upstream.addr()), 1)?;
+        let address = envoy
+            .listeners()
+            .into_iter()
+            .find_map(|(listener, address)| (listener == name).then_some(address))
+            .ok_or(format!("listener {name} missing"))?;
+        Ok((envoy, address))
+    };
+    let this = start("compare_this", &fusebox)?;
+    let that = start("compare_other", &other)?;
+    let pair = [(&this.0, this.1), (&that.0, that.1)];
+    measure_together(&pair, WARM_UP);
     let rounds = options.rounds.max(COMPARE_ROUNDS);
     let mut differences = Vec::with_capacity(rounds);
-    println!("Envoy CPU µs per request over the empty filter, {rounds} rounds, one Envoy worker:");
+    println!("Envoy user CPU µs per request, both builds loaded at once, {rounds} rounds:");
     println!(
         "{:>5} {:>12} {:>12} {:>12}",
         "round", "this build", "other", "difference"
     );
     for round in 0..rounds {
-        // Alternate the order, so neither build always runs right after the other.
-        let mut order = names.clone();
-        if round % 2 == 1 {
-            order.reverse();
-        }
-        let tallies = measure_rounds(&envoy, &order, 1, options.duration)?;
-        let cpu = |name: &str| {
-            order
-                .iter()
-                .zip(&tallies)
-                .find(|(n, _)| **n == name)
-                .map_or(0.0, |(_, tally)| tally.cpu_us_per_request())
-        };
-        let floor = cpu("compare_empty");
-        let (this, other) = (cpu("compare_this") - floor, cpu("compare_other") - floor);
+        let [this, other] = measure_together(&pair, options.duration);
+        let (this, other) = (this.user_us_per_request(), other.user_us_per_request());
         println!(
             "{round:>5} {this:>12.1} {other:>12.1} {:>+12.1}",
             this - other
@@ -461,6 +445,32 @@ pub fn compare(other: &std::path::Path, options: BenchOptions) -> Result<(), Str
         spread(differences.last()),
     );
     Ok(())
+}
+
+/// Closed-loop load on two Envoys at once, half the connections each, for `duration`: one
+/// tally per Envoy.
+fn measure_together(pair: &[(&Envoy, std::net::SocketAddr); 2], duration: Duration) -> [Tally; 2] {
+    let before = pair.map(|(envoy, _)| (envoy.cpu_time(), envoy.user_cpu_time()));
+    let results = std::thread::scope(|scope| {
+        pair.map(|(_, address)| {
+            scope.spawn(move || closed_loop(address, "/", CONNECTIONS / 2, duration))
+        })
+        .map(|handle| handle.join().unwrap_or_default())
+    });
+    let mut tallies = [Tally::default(), Tally::default()];
+    for ((tally, ((envoy, _), (cpu, user))), result) in
+        tallies.iter_mut().zip(pair.iter().zip(before)).zip(results)
+    {
+        *tally = Tally {
+            cpu: envoy.cpu_time().saturating_sub(cpu),
+            user_cpu: envoy.user_cpu_time().saturating_sub(user),
+            ok: result.ok,
+            errors: result.errors,
+            seconds: result.elapsed.as_secs_f64(),
+            ..Tally::default()
+        };
+    }
+    tallies
 }
 
 /// Calls each probe listener makes per request: enough that their cost stands well above the
