@@ -192,9 +192,9 @@ pub fn node_dir() -> Result<PathBuf> {
 }
 
 /// Builds `fusebox.wasm` once per process and returns its path; `$FUSEBOX_WASM` names a
-/// prebuilt one instead. What ships is size-optimised twice: rustc at `opt-level = "z"`
-/// (fusebox's own work per request is a few µs of wasm; what costs is host calls, see the
-/// README), then Binaryen's `wasm-opt -Oz`. Every byte is compiled by V8 in every worker.
+/// prebuilt one instead. What ships is the workspace's release profile with link-time
+/// optimisation (`opt-level = 3` for the request path, `"z"` for configuration parsing), then
+/// Binaryen's `wasm-opt -Oz`. Every byte is compiled by V8 in every worker.
 pub fn plugin_wasm() -> Result<PathBuf> {
     static BUILT: OnceLock<Result<PathBuf>> = OnceLock::new();
     BUILT
@@ -316,23 +316,25 @@ pub fn wasm_opt() -> Result<PathBuf> {
     }
 }
 
-/// Builds a workspace package as a release `wasm32-wasip1` module, optimised for size, and
-/// returns its path.
+/// Builds a workspace package's library as a release `wasm32-wasip1` module and returns its
+/// path. The library is built as a `cdylib` alone: its crate also builds as an `rlib` (for
+/// tests and benches), and cargo skips link-time optimisation for a crate of both kinds, so a
+/// plain `cargo build --release` gives a module without LTO, larger and slower.
 pub fn build_wasm(package: &str, library: &str) -> Result<PathBuf> {
     wasm_targets()?;
     run(
-        cargo()
-            .current_dir(repo_root())
-            .args([
-                "build",
-                "--quiet",
-                "--release",
-                "--target",
-                "wasm32-wasip1",
-                "-p",
-                package,
-            ])
-            .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "z"),
+        cargo().current_dir(repo_root()).args([
+            "rustc",
+            "--quiet",
+            "--release",
+            "--target",
+            "wasm32-wasip1",
+            "-p",
+            package,
+            "--lib",
+            "--crate-type",
+            "cdylib",
+        ]),
         &format!("building {library}.wasm"),
     )?;
     Ok(built_wasm_path().with_file_name(format!("{library}.wasm")))
