@@ -402,16 +402,20 @@ pub fn compare(other: &std::path::Path, options: BenchOptions) -> Result<(), Str
     let fusebox = provision::plugin_wasm()?;
     let upstream = Upstream::start_unrecorded().map_err(|e| e.to_string())?;
     let config = plugin_config()?;
-    let start = |name: &str, wasm: &std::path::Path| -> Result<(Envoy, std::net::SocketAddr), String> {
-        let filter = wasm_filter(name, &wasm.to_string_lossy(), &config);
-        let envoy = Envoy::start_yaml(&with_upstream(&listener(name, &filter, ""), upstream.addr()), 1)?;
-        let address = envoy
-            .listeners()
-            .into_iter()
-            .find_map(|(listener, address)| (listener == name).then_some(address))
-            .ok_or(format!("listener {name} missing"))?;
-        Ok((envoy, address))
-    };
+    let start =
+        |name: &str, wasm: &std::path::Path| -> Result<(Envoy, std::net::SocketAddr), String> {
+            let filter = wasm_filter(name, &wasm.to_string_lossy(), &config);
+            let envoy = Envoy::start_yaml(
+                &with_upstream(&listener(name, &filter, ""), upstream.addr()),
+                1,
+            )?;
+            let address = envoy
+                .listeners()
+                .into_iter()
+                .find_map(|(listener, address)| (listener == name).then_some(address))
+                .ok_or(format!("listener {name} missing"))?;
+            Ok((envoy, address))
+        };
     let this = start("compare_this", &fusebox)?;
     let that = start("compare_other", &other)?;
     let pair = [(&this.0, this.1), (&that.0, that.1)];
