@@ -219,14 +219,111 @@ const WASM_FEATURES: [&str; 6] = [
     "--enable-reference-types",
 ];
 
-/// Replaces cargo's `built` module with its `wasm-opt -Oz` version. Cargo puts its own copy
-/// back on every build, so the optimised one is cached beside it, keyed by the size and time
-/// of the module cargo built, and only recomputed when that changes.
+/// What `fusebox.wasm` exports: its memory, its start-up, the ABI version, and the callbacks
+/// Fusebox implements. The SDK exports every proxy-wasm callback; a module that lacks one is
+/// never called for that event, and without the unused ones (bodies, trailers, TCP, gRPC and
+/// HTTP callouts, queues) the SDK's dispatch code for them drops out: 19 KB. A callback
+/// implemented later must be added here, or Envoy never calls it.
+pub const PLUGIN_EXPORTS: [&str; 13] = [
+    "memory",
+    "_initialize",
+    "proxy_abi_version_0_2_1",
+    "proxy_on_memory_allocate",
+    "proxy_on_vm_start",
+    "proxy_on_configure",
+    "proxy_on_tick",
+    "proxy_on_done",
+    "proxy_on_context_create",
+    "proxy_on_request_headers",
+    "proxy_on_response_headers",
+    "proxy_on_log",
+    "proxy_on_delete",
+];
+
+/// Binaryen's `wasm-metadce` graph over a module's `exports`: [`PLUGIN_EXPORTS`] are kept,
+/// every other export goes.
+fn export_graph(exports: &[String]) -> String {
+    let node = |name: &String| format!("export {name}");
+    let mut graph = vec![serde_json::json!({
+        "name": "host",
+        "root": true,
+        "reaches": PLUGIN_EXPORTS.iter().map(|name| format!("export {name}")).collect::<Vec<_>>(),
+    })];
+    graph.extend(
+        exports
+            .iter()
+            .map(|name| serde_json::json!({ "name": node(name), "export": name })),
+    );
+    serde_json::Value::Array(graph).to_string()
+}
+
+/// The names `module` exports, from its export section.
+pub fn wasm_exports(module: &[u8]) -> Result<Vec<String>> {
+    let mut reader = WasmReader(module.get(8..).ok_or("not a wasm module")?);
+    while !reader.0.is_empty() {
+        let id = reader.byte()?;
+        let size = reader.leb()?;
+        let mut section = WasmReader(reader.take(size)?);
+        if id != 7 {
+            continue;
+        }
+        let count = section.leb()?;
+        let mut names = Vec::with_capacity(count.min(1024));
+        for _ in 0..count {
+            let length = section.leb()?;
+            let name = String::from_utf8_lossy(section.take(length)?).into_owned();
+            section.byte()?; // kind
+            section.leb()?; // index
+            names.push(name);
+        }
+        return Ok(names);
+    }
+    Ok(Vec::new())
+}
+
+/// Just enough of a wasm binary reader to list exports.
+struct WasmReader<'a>(&'a [u8]);
+
+impl<'a> WasmReader<'a> {
+    fn byte(&mut self) -> Result<u8> {
+        let (&first, rest) = self.0.split_first().ok_or("truncated wasm module")?;
+        self.0 = rest;
+        Ok(first)
+    }
+
+    fn leb(&mut self) -> Result<usize> {
+        let mut value = 0usize;
+        for shift in (0..35).step_by(7) {
+            let byte = self.byte()?;
+            value |= usize::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err("malformed LEB128 in wasm module".to_owned())
+    }
+
+    fn take(&mut self, length: usize) -> Result<&'a [u8]> {
+        if length > self.0.len() {
+            return Err("truncated wasm module".to_owned());
+        }
+        let (taken, rest) = self.0.split_at(length);
+        self.0 = rest;
+        Ok(taken)
+    }
+}
+
+/// Replaces cargo's `built` module with its trimmed (see [`PLUGIN_EXPORTS`]) `wasm-opt -Oz`
+/// version. Cargo puts its own copy back on every build, so the optimised one is cached
+/// beside it, keyed by the size and time of the module cargo built and by the recipe, and
+/// only recomputed when either changes.
 fn optimise(built: &Path) -> Result<()> {
     let cache = built.with_extension("wasm-opt");
     let stamp_path = built.with_extension("wasm-opt.stamp");
     let stamp = std::fs::metadata(built)
         .and_then(|meta| Ok(format!("{} {:?}", meta.len(), meta.modified()?)))
+        // The recipe too: a change to it must not be served the module the old one made.
+        .map(|built| format!("{built} -Oz {}", PLUGIN_EXPORTS.join(",")))
         .map_err(|error| format!("cannot read {built:?}: {error}"))?;
     let fresh =
         std::fs::read_to_string(&stamp_path).is_ok_and(|old| old == stamp) && cache.is_file();
@@ -236,16 +333,40 @@ fn optimise(built: &Path) -> Result<()> {
         PathBuf::from(name)
     };
     if !fresh {
+        let wasm_opt = wasm_opt()?;
+        let module =
+            std::fs::read(built).map_err(|error| format!("cannot read {built:?}: {error}"))?;
+        let graph = unique(&built.with_extension("exports.json"));
+        std::fs::write(&graph, export_graph(&wasm_exports(&module)?))
+            .map_err(|error| format!("cannot write {graph:?}: {error}"))?;
+        let trimmed = unique(&built.with_extension("trimmed.wasm"));
+        let metadce = wasm_opt.with_file_name("wasm-metadce");
+        let trimming = run(
+            Command::new(&metadce)
+                .args(WASM_FEATURES)
+                .arg("--graph-file")
+                .arg(&graph)
+                .arg(built)
+                .arg("-o")
+                .arg(&trimmed)
+                // It lists what it removed, every export and function of it.
+                .stdout(std::process::Stdio::null()),
+            &format!("{} (trimming fusebox.wasm's exports)", metadce.display()),
+        );
+        let _ = std::fs::remove_file(&graph);
+        trimming?;
         let partial = unique(&cache);
-        run(
-            Command::new(wasm_opt()?)
+        let optimising = run(
+            Command::new(&wasm_opt)
                 .arg("-Oz")
                 .args(WASM_FEATURES)
-                .arg(built)
+                .arg(&trimmed)
                 .arg("-o")
                 .arg(&partial),
             "wasm-opt -Oz fusebox.wasm",
-        )?;
+        );
+        let _ = std::fs::remove_file(&trimmed);
+        optimising?;
         std::fs::rename(&partial, &cache)
             .and_then(|()| std::fs::write(&stamp_path, &stamp))
             .map_err(|error| format!("cannot keep the optimised module: {error}"))?;
@@ -349,4 +470,74 @@ pub fn built_wasm_path() -> PathBuf {
         .join("wasm32-wasip1")
         .join("release")
         .join("fusebox.wasm")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A module with one function exported as each of `names` (hand-assembled: type, function,
+    /// export and code sections).
+    fn module_exporting(names: &[&str]) -> Vec<u8> {
+        let mut exports = vec![u8::try_from(names.len()).unwrap()];
+        for name in names {
+            exports.push(u8::try_from(name.len()).unwrap());
+            exports.extend_from_slice(name.as_bytes());
+            exports.extend_from_slice(&[0x00, 0x00]); // a function, index 0
+        }
+        let mut module = b"\0asm\x01\0\0\0".to_vec();
+        module.extend_from_slice(&[0x01, 0x04, 0x01, 0x60, 0x00, 0x00]); // type: () -> ()
+        module.extend_from_slice(&[0x03, 0x02, 0x01, 0x00]); // one function of that type
+        module.push(0x07);
+        module.push(u8::try_from(exports.len()).unwrap());
+        module.extend_from_slice(&exports);
+        module.extend_from_slice(&[0x0a, 0x04, 0x01, 0x02, 0x00, 0x0b]); // its empty body
+        module
+    }
+
+    #[test]
+    fn exports_are_read_from_the_export_section_past_other_sections() {
+        let module = module_exporting(&["proxy_on_log", "memory_like", ""]);
+        assert_eq!(
+            wasm_exports(&module).unwrap(),
+            ["proxy_on_log", "memory_like", ""]
+        );
+        assert!(wasm_exports(&module_exporting(&[])).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_truncated_module_is_an_error_not_a_panic() {
+        let module = module_exporting(&["proxy_on_log"]);
+        // Cut anywhere inside the export section (after the header, type and function
+        // sections; before the code section): a cut at a section boundary is a valid module.
+        for length in 19..module.len() - 6 {
+            let cut = module.get(..length).unwrap();
+            assert!(wasm_exports(cut).is_err(), "cut at {length}");
+        }
+        assert!(wasm_exports(b"\0asm").is_err());
+    }
+
+    #[test]
+    fn the_graph_keeps_the_plugins_exports_and_names_every_export() {
+        let exports: Vec<String> = ["proxy_on_log", "proxy_on_grpc_close"]
+            .map(str::to_owned)
+            .to_vec();
+        let graph: serde_json::Value = serde_json::from_str(&export_graph(&exports)).unwrap();
+        let nodes = graph.as_array().unwrap();
+        let root = nodes.first().unwrap();
+        assert_eq!(root["root"], true);
+        let reached: Vec<&str> = root["reaches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|name| name.as_str().unwrap())
+            .collect();
+        assert_eq!(reached.len(), PLUGIN_EXPORTS.len());
+        assert!(reached.contains(&"export proxy_on_log"));
+        assert!(!reached.contains(&"export proxy_on_grpc_close"));
+        for (node, export) in nodes.iter().skip(1).zip(&exports) {
+            assert_eq!(node["export"], export.as_str());
+            assert_eq!(node["name"], format!("export {export}"));
+        }
+    }
 }

@@ -99,3 +99,14 @@ fn the_demo_topology_serves_traffic_in_real_envoy() {
         );
     }
 }
+
+#[test]
+fn the_shipped_module_exports_only_the_callbacks_fusebox_implements() {
+    use fusebox_harness::provision::{plugin_wasm, wasm_exports, PLUGIN_EXPORTS};
+    let module = std::fs::read(plugin_wasm().unwrap_or_else(|e| panic!("{e}"))).unwrap();
+    let mut exports = wasm_exports(&module).unwrap();
+    exports.sort();
+    let mut expected = PLUGIN_EXPORTS.map(str::to_owned).to_vec();
+    expected.sort();
+    assert_eq!(exports, expected);
+}
