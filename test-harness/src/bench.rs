@@ -278,35 +278,30 @@ const FEATURES: [(&str, &str); 6] = [
     ),
 ];
 
-/// Envoy CPU per request each [`FEATURES`] line adds over the empty wasm filter, in µs,
-/// measured in one more Envoy with a listener per line.
+/// Envoy user CPU per request each [`FEATURES`] line adds over the empty wasm filter, in µs.
+/// Each line runs in its own one-worker Envoy, loaded at the same time as one running the
+/// empty filter (as in [`compare`]): the median of the per-round differences.
 fn feature_costs(
     upstream: std::net::SocketAddr,
     fusebox: &std::path::Path,
     empty: &std::path::Path,
     options: BenchOptions,
 ) -> Result<Vec<(&'static str, f64)>, String> {
-    let fusebox = fusebox.to_string_lossy();
-    let mut listeners = listener(
-        "feature_empty",
-        &wasm_filter("feature_empty", &empty.to_string_lossy(), ""),
-        "",
-    );
-    for (index, (_, config)) in FEATURES.iter().enumerate() {
-        // Each line in its own VM: its own shared data, its own stats.
-        let name = format!("feature_{index}");
-        listeners.push_str(&listener(&name, &wasm_filter(&name, &fusebox, config), ""));
-    }
-    let names: Vec<String> = std::iter::once("feature_empty".to_owned())
-        .chain((0..FEATURES.len()).map(|index| format!("feature_{index}")))
-        .collect();
-    let per_request = cpu_per_request(&with_upstream(&listeners, upstream), &names, options)?;
-    let baseline = per_request.first().copied().unwrap_or(0.0);
-    Ok(FEATURES
+    let (baseline, baseline_address) = single_filter_envoy("feature_empty", empty, "", upstream)?;
+    FEATURES
         .iter()
-        .zip(per_request.iter().skip(1))
-        .map(|((name, _), us)| (*name, us - baseline))
-        .collect())
+        .enumerate()
+        .map(|(index, (name, config))| {
+            let (line, address) =
+                single_filter_envoy(&format!("feature_{index}"), fusebox, config, upstream)?;
+            let pair = [(&line, address), (&baseline, baseline_address)];
+            let differences = rounds_together(&pair, options.rounds, options.duration / 2)
+                .into_iter()
+                .map(|[line, baseline]| line - baseline)
+                .collect();
+            Ok((*name, median(differences)))
+        })
+        .collect()
 }
 
 /// Envoy CPU µs per request on each of `names`' listeners of a fresh one-worker Envoy running
@@ -402,53 +397,75 @@ pub fn compare(other: &std::path::Path, options: BenchOptions) -> Result<(), Str
     let fusebox = provision::plugin_wasm()?;
     let upstream = Upstream::start_unrecorded().map_err(|e| e.to_string())?;
     let config = plugin_config()?;
-    let start =
-        |name: &str, wasm: &std::path::Path| -> Result<(Envoy, std::net::SocketAddr), String> {
-            let filter = wasm_filter(name, &wasm.to_string_lossy(), &config);
-            let envoy = Envoy::start_yaml(
-                &with_upstream(&listener(name, &filter, ""), upstream.addr()),
-                1,
-            )?;
-            let address = envoy
-                .listeners()
-                .into_iter()
-                .find_map(|(listener, address)| (listener == name).then_some(address))
-                .ok_or(format!("listener {name} missing"))?;
-            Ok((envoy, address))
-        };
-    let this = start("compare_this", &fusebox)?;
-    let that = start("compare_other", &other)?;
-    let pair = [(&this.0, this.1), (&that.0, that.1)];
-    measure_together(&pair, WARM_UP);
+    let this = single_filter_envoy("compare_this", &fusebox, &config, upstream.addr())?;
+    let that = single_filter_envoy("compare_other", &other, &config, upstream.addr())?;
     let rounds = options.rounds.max(COMPARE_ROUNDS);
-    let mut differences = Vec::with_capacity(rounds);
     println!("Envoy user CPU µs per request, both builds loaded at once, {rounds} rounds:");
     println!(
         "{:>5} {:>12} {:>12} {:>12}",
         "round", "this build", "other", "difference"
     );
-    for round in 0..rounds {
-        let [this, other] = measure_together(&pair, options.duration);
-        let (this, other) = (this.user_us_per_request(), other.user_us_per_request());
+    let pair = [(&this.0, this.1), (&that.0, that.1)];
+    let mut differences = Vec::with_capacity(rounds);
+    for (round, [this, other]) in rounds_together(&pair, rounds, options.duration)
+        .into_iter()
+        .enumerate()
+    {
         println!(
             "{round:>5} {this:>12.1} {other:>12.1} {:>+12.1}",
             this - other
         );
         differences.push(this - other);
     }
-    differences.sort_by(f64::total_cmp);
-    let median = differences
-        .get(differences.len() / 2)
-        .copied()
-        .unwrap_or(0.0);
-    let spread = |value: Option<&f64>| value.copied().unwrap_or(0.0);
+    let (lowest, highest) = differences
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(low, high), &d| {
+            (low.min(d), high.max(d))
+        });
     println!(
-        "this build minus {}: median {median:+.1} µs per request (rounds from {:+.1} to {:+.1})",
+        "this build minus {}: median {:+.1} µs per request (rounds from {lowest:+.1} to {highest:+.1})",
         other.display(),
-        spread(differences.first()),
-        spread(differences.last()),
+        median(differences),
     );
     Ok(())
+}
+
+/// The middle value (the upper one of an even count); 0 for none.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// A one-worker Envoy whose one listener, `name`, runs `wasm` with `config` in front of
+/// `upstream`, and that listener's address.
+fn single_filter_envoy(
+    name: &str,
+    wasm: &std::path::Path,
+    config: &str,
+    upstream: std::net::SocketAddr,
+) -> Result<(Envoy, std::net::SocketAddr), String> {
+    let filter = wasm_filter(name, &wasm.to_string_lossy(), config);
+    let envoy = Envoy::start_yaml(&with_upstream(&listener(name, &filter, ""), upstream), 1)?;
+    let address = envoy
+        .listeners()
+        .into_iter()
+        .find_map(|(listener, address)| (listener == name).then_some(address))
+        .ok_or(format!("listener {name} missing"))?;
+    Ok((envoy, address))
+}
+
+/// Both Envoys of `pair` loaded at once, after a warm-up, for `rounds` rounds of `duration`:
+/// each round's user CPU µs per request of each. Whatever else slows the machine slows both
+/// alike, so their difference holds still where each figure alone moves by tens of µs.
+fn rounds_together(
+    pair: &[(&Envoy, std::net::SocketAddr); 2],
+    rounds: usize,
+    duration: Duration,
+) -> Vec<[f64; 2]> {
+    measure_together(pair, WARM_UP);
+    (0..rounds)
+        .map(|_| measure_together(pair, duration).map(|tally| tally.user_us_per_request()))
+        .collect()
 }
 
 /// Closed-loop load on two Envoys at once, half the connections each, for `duration`: one
@@ -628,7 +645,8 @@ fn report(
     }
     let _ = writeln!(
         table,
-        "\nEnvoy CPU per request fusebox adds over the empty wasm filter, feature by feature:"
+        "\nEnvoy user CPU per request fusebox adds over the empty wasm filter, feature by feature \
+         (each in its own Envoy, loaded at once with one running the empty filter; median round):"
     );
     for (name, us) in features {
         let _ = writeln!(table, "  {name:<20} {us:>7.1} µs");
@@ -682,7 +700,7 @@ fn report(
         "cas_requests": cas_requests,
         "envoy_resident_bytes": memory,
         "native_cpu_us_per_request": native.cpu_us_per_request(),
-        "feature_added_cpu_us": features.iter().map(|(name, us)| (name.to_string(), json!(us))).collect::<serde_json::Map<_, _>>(),
+        "feature_added_user_cpu_us": features.iter().map(|(name, us)| (name.to_string(), json!(us))).collect::<serde_json::Map<_, _>>(),
         "host_call_cpu_us": host_calls.iter().map(|(name, us)| (name.to_string(), json!(us))).collect::<serde_json::Map<_, _>>(),
     });
     let json_path = dir.join("overhead.json");
