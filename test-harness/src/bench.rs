@@ -202,7 +202,36 @@ struct Tally {
     open_loop: LoadResult,
 }
 
+/// An Envoy's CPU time so far, all of it and user space's.
+#[derive(Debug, Clone, Copy)]
+struct CpuReading {
+    cpu: Duration,
+    user_cpu: Duration,
+}
+
+impl CpuReading {
+    fn of(envoy: &Envoy) -> CpuReading {
+        CpuReading {
+            cpu: envoy.cpu_time(),
+            user_cpu: envoy.user_cpu_time(),
+        }
+    }
+}
+
 impl Tally {
+    /// What `envoy` spent on the load that gave `result`, since `before`.
+    fn since(envoy: &Envoy, before: CpuReading, result: &LoadResult) -> Tally {
+        let now = CpuReading::of(envoy);
+        Tally {
+            cpu: now.cpu.saturating_sub(before.cpu),
+            user_cpu: now.user_cpu.saturating_sub(before.user_cpu),
+            ok: result.ok,
+            errors: result.errors,
+            seconds: result.elapsed.as_secs_f64(),
+            ..Tally::default()
+        }
+    }
+
     fn cpu_us_per_request(&self) -> f64 {
         self.cpu.as_secs_f64() * 1e6 / self.ok.max(1) as f64
     }
@@ -428,16 +457,9 @@ fn measure_rounds(
             let (Some(name), Some(tallies)) = (names.get(index), rounds_of.get_mut(index)) else {
                 continue;
             };
-            let (cpu_before, user_before) = (envoy.cpu_time(), envoy.user_cpu_time());
+            let before = CpuReading::of(envoy);
             let result = closed_loop(address(name)?, "/", CONNECTIONS, duration);
-            tallies.push(Tally {
-                cpu: envoy.cpu_time().saturating_sub(cpu_before),
-                user_cpu: envoy.user_cpu_time().saturating_sub(user_before),
-                ok: result.ok,
-                errors: result.errors,
-                seconds: result.elapsed.as_secs_f64(),
-                ..Tally::default()
-            });
+            tallies.push(Tally::since(envoy, before, &result));
         }
     }
     Ok(rounds_of.into_iter().map(median_round).collect())
@@ -572,9 +594,9 @@ fn rounds_together(
 /// them (at least two each), for `duration`: one tally per Envoy.
 fn measure_together(group: &[(&Envoy, std::net::SocketAddr)], duration: Duration) -> Vec<Tally> {
     let connections = (CONNECTIONS / group.len().max(1)).max(2);
-    let before: Vec<_> = group
+    let before: Vec<CpuReading> = group
         .iter()
-        .map(|(envoy, _)| (envoy.cpu_time(), envoy.user_cpu_time()))
+        .map(|(envoy, _)| CpuReading::of(envoy))
         .collect();
     let results: Vec<LoadResult> = std::thread::scope(|scope| {
         let loads: Vec<_> = group
@@ -592,14 +614,7 @@ fn measure_together(group: &[(&Envoy, std::net::SocketAddr)], duration: Duration
         .iter()
         .zip(before)
         .zip(results)
-        .map(|(((envoy, _), (cpu, user)), result)| Tally {
-            cpu: envoy.cpu_time().saturating_sub(cpu),
-            user_cpu: envoy.user_cpu_time().saturating_sub(user),
-            ok: result.ok,
-            errors: result.errors,
-            seconds: result.elapsed.as_secs_f64(),
-            ..Tally::default()
-        })
+        .map(|(((envoy, _), before), result)| Tally::since(envoy, before, &result))
         .collect()
 }
 
