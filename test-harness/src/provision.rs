@@ -243,11 +243,11 @@ pub const PLUGIN_EXPORTS: [&str; 13] = [
 /// Binaryen's `wasm-metadce` graph over a module's `exports`: [`PLUGIN_EXPORTS`] are kept,
 /// every other export goes.
 fn export_graph(exports: &[String]) -> String {
-    let node = |name: &String| format!("export {name}");
+    let node = |name: &str| format!("export {name}");
     let mut graph = vec![serde_json::json!({
         "name": "host",
         "root": true,
-        "reaches": PLUGIN_EXPORTS.iter().map(|name| format!("export {name}")).collect::<Vec<_>>(),
+        "reaches": PLUGIN_EXPORTS.map(node),
     })];
     graph.extend(
         exports
@@ -259,7 +259,10 @@ fn export_graph(exports: &[String]) -> String {
 
 /// The names `module` exports, from its export section.
 pub fn wasm_exports(module: &[u8]) -> Result<Vec<String>> {
-    let mut reader = WasmReader(module.get(8..).ok_or("not a wasm module")?);
+    if module.get(..4) != Some(b"\0asm".as_slice()) {
+        return Err("not a wasm module".to_owned());
+    }
+    let mut reader = WasmReader(module.get(8..).ok_or("truncated wasm module")?);
     while !reader.0.is_empty() {
         let id = reader.byte()?;
         let size = reader.leb()?;
@@ -323,7 +326,7 @@ fn optimise(built: &Path) -> Result<()> {
     let stamp = std::fs::metadata(built)
         .and_then(|meta| Ok(format!("{} {:?}", meta.len(), meta.modified()?)))
         // The recipe too: a change to it must not be served the module the old one made.
-        .map(|built| format!("{built} -Oz {}", PLUGIN_EXPORTS.join(",")))
+        .map(|artifact| format!("{artifact} -Oz {}", PLUGIN_EXPORTS.join(",")))
         .map_err(|error| format!("cannot read {built:?}: {error}"))?;
     let fresh =
         std::fs::read_to_string(&stamp_path).is_ok_and(|old| old == stamp) && cache.is_file();
@@ -515,6 +518,7 @@ mod tests {
             assert!(wasm_exports(cut).is_err(), "cut at {length}");
         }
         assert!(wasm_exports(b"\0asm").is_err());
+        assert!(wasm_exports(b"not wasm at all").is_err());
     }
 
     #[test]
