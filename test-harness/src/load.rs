@@ -1,13 +1,19 @@
-//! A small HTTP/1.1 load generator for the overhead benchmark: keep-alive connections on
-//! loopback, closed-loop (each connection sends its next request when the last one is
-//! answered: throughput) or open-loop (requests at fixed times whatever the answers:
-//! latency, measured from when each request was due so a slow server cannot hide queueing).
+//! Load for the overhead benchmark, on keep-alive connections over loopback.
+//!
+//! Closed loop (each connection sends its next request when the last one is answered:
+//! throughput and CPU per request) is `wrk`'s: one thread on epoll, light enough that Envoy
+//! runs warm, as on a machine of its own. A client of a thread per connection, as this module
+//! once was, switched the two cores between a dozen threads so often that every filter's cost
+//! per request read several times higher (an empty wasm filter's 20–26 µs instead of 3–5).
+//! Open loop (requests at fixed times whatever the answers: latency, measured from when each
+//! request was due so a slow server cannot hide queueing) is this module's own; `wrk` has none.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::client::read_response;
+use crate::provision;
 
 /// What one load run measured.
 #[derive(Debug, Clone, Default)]
@@ -52,13 +58,13 @@ fn status_of(response: &[u8]) -> Option<u16> {
     std::str::from_utf8(response.get(9..12)?).ok()?.parse().ok()
 }
 
-/// One keep-alive connection sending requests until `until`; `schedule` gives each request's
-/// due time (None: as soon as the previous one is answered).
+/// One keep-alive connection sending requests until `until`, the first due at `first`, then
+/// one every `interval`.
 fn connection(
     addr: SocketAddr,
     path: &str,
     until: Instant,
-    schedule: Option<(Instant, Duration)>,
+    (first, interval): (Instant, Duration),
 ) -> LoadResult {
     let request = format!("GET {path} HTTP/1.1\r\nhost: bench\r\n\r\n").into_bytes();
     let mut result = LoadResult::default();
@@ -66,10 +72,7 @@ fn connection(
     let mut stream: Option<TcpStream> = None;
     let mut sent = 0u32;
     loop {
-        let due = match schedule {
-            Some((first, interval)) => first + interval * sent,
-            None => Instant::now(),
-        };
+        let due = first + interval * sent;
         if due >= until {
             break;
         }
@@ -106,15 +109,78 @@ fn connection(
     result
 }
 
-/// Closed loop: `connections` connections, each sending back to back for `duration`.
+/// Closed loop with `wrk`: `connections` connections, each sending back to back for
+/// `duration` (whole seconds, at least one: `wrk` takes no less).
 pub fn closed_loop(
     addr: SocketAddr,
     path: &str,
     connections: usize,
     duration: Duration,
-) -> LoadResult {
-    let until = Instant::now() + duration;
-    run(connections, |_| connection(addr, path, until, None))
+) -> Result<LoadResult, String> {
+    let seconds = duration.as_secs_f64().ceil().max(1.0);
+    let output = provision::wrk()?
+        .args(["--threads", "1", "--connections"])
+        .arg(connections.max(1).to_string())
+        .arg("--duration")
+        .arg(format!("{seconds}s"))
+        .args(["--timeout", "5s"])
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .map_err(|error| format!("cannot run wrk: {error}"))?;
+    let report = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!(
+            "wrk against {addr} failed ({}): {}{}",
+            output.status,
+            report.trim(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    wrk_result(&report).ok_or_else(|| format!("cannot read wrk's report: {report}"))
+}
+
+/// The counts in `wrk`'s report: every response that is not a 2xx or 3xx, and every socket
+/// error (connect, read, write, timeout), is an error.
+fn wrk_result(report: &str) -> Option<LoadResult> {
+    let mut completed = None;
+    let mut elapsed = None;
+    let mut errors = 0;
+    for line in report.lines().map(str::trim) {
+        if let Some((count, rest)) = line.split_once(" requests in ") {
+            completed = count.trim().parse::<u64>().ok();
+            elapsed = rest.split(',').next().and_then(wrk_duration);
+        } else if let Some(count) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            errors += count.trim().parse::<u64>().ok()?;
+        } else if let Some(kinds) = line.strip_prefix("Socket errors:") {
+            for kind in kinds.split(',') {
+                errors += kind.split_whitespace().last()?.parse::<u64>().ok()?;
+            }
+        }
+    }
+    let completed = completed?;
+    Some(LoadResult {
+        ok: completed.checked_sub(errors.min(completed))?,
+        errors,
+        elapsed: elapsed?,
+        latencies_us: Vec::new(),
+    })
+}
+
+/// A duration as `wrk` prints one: `5.00s`, `812.34ms`, `1.00m`, `950.00us`.
+fn wrk_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit {
+        "us" => number / 1e6,
+        "ms" => number / 1e3,
+        "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return None,
+    };
+    Duration::try_from_secs_f64(seconds).ok()
 }
 
 /// Open loop: `rate` requests per second in total, spread over `connections` connections.
@@ -130,7 +196,7 @@ pub fn open_loop(
     let interval = Duration::from_secs_f64(connections as f64 / rate.max(1.0));
     run(connections, |i| {
         let first = start + interval.mul_f64(i as f64 / connections as f64);
-        connection(addr, path, until, Some((first, interval)))
+        connection(addr, path, until, (first, interval))
     })
 }
 
@@ -164,5 +230,45 @@ mod tests {
         assert_eq!(result.percentile_us(100.0), 100);
         assert_eq!(LoadResult::default().percentile_us(99.0), 0);
         assert_eq!(status_of(b"HTTP/1.1 429 Too Many"), Some(429));
+    }
+
+    const WRK_CLEAN: &str = "Running 5s test @ http://127.0.0.1:19000/
+  1 threads and 8 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   570.12us  180.55us   9.87ms   92.40%
+    Req/Sec    14.03k     1.02k   15.20k    78.00%
+  69751 requests in 5.00s, 19.16MB read
+Requests/sec:  13950.20
+Transfer/sec:      3.83MB
+";
+
+    #[test]
+    fn wrk_report_gives_counts_and_time() {
+        let result = wrk_result(WRK_CLEAN).expect("a clean report");
+        assert_eq!((result.ok, result.errors), (69751, 0));
+        assert_eq!(result.elapsed, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn wrk_report_counts_bad_statuses_and_socket_errors() {
+        let report = WRK_CLEAN.replace(
+            "Requests/sec",
+            "  Socket errors: connect 0, read 2, write 1, timeout 4\n  Non-2xx or 3xx responses: 30\nRequests/sec",
+        );
+        let result = wrk_result(&report).expect("a report with errors");
+        assert_eq!((result.ok, result.errors), (69751 - 37, 37));
+        let short = "  5242 requests in 812.50ms, 1.44MB read\n";
+        assert_eq!(
+            wrk_result(short).map(|r| r.elapsed),
+            Some(Duration::from_micros(812_500))
+        );
+    }
+
+    #[test]
+    fn wrk_report_without_counts_is_refused() {
+        assert!(wrk_result("unable to connect to 127.0.0.1:19999 Connection refused").is_none());
+        assert!(wrk_result("  12 requests in soon, 1KB read").is_none());
+        assert_eq!(wrk_duration("1.00m"), Some(Duration::from_secs(60)));
+        assert_eq!(wrk_duration("3parsecs"), None);
     }
 }

@@ -383,23 +383,66 @@ fn optimise(built: &Path) -> Result<()> {
 }
 
 /// Binaryen's `wasm-opt`: `$WASM_OPT` if set, otherwise Debian's `binaryen` package unpacked
-/// into `.tools/binaryen/` on first use (`apt-get download` needs no root, but a new machine
-/// may need `apt-get update` first, which does).
+/// into `.tools/binaryen/` on first use.
 pub fn wasm_opt() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("WASM_OPT").filter(|path| !path.is_empty()) {
         return Ok(PathBuf::from(path));
     }
-    let dir = install_tool("binaryen", |staging| {
-        eprintln!("fusebox: installing Debian's binaryen (wasm-opt) into .tools/binaryen");
+    let dir = debian_packages(
+        "binaryen",
+        &["binaryen"],
+        "wasm-opt is needed to build fusebox.wasm (or set WASM_OPT)",
+    )?;
+    let installed = dir.join("usr").join("bin").join("wasm-opt");
+    if installed.is_file() {
+        Ok(installed)
+    } else {
+        Err(format!("binaryen unpacked, but {installed:?} is missing"))
+    }
+}
+
+/// The `wrk` HTTP load generator, ready to run: `$WRK` if set, otherwise Debian's `wrk`
+/// package and the LuaJIT library it links, unpacked into `.tools/wrk/` on first use and run
+/// with that library on its path.
+pub fn wrk() -> Result<Command> {
+    if let Some(path) = std::env::var_os("WRK").filter(|path| !path.is_empty()) {
+        return Ok(Command::new(path));
+    }
+    let dir = debian_packages(
+        "wrk",
+        &["wrk", "libluajit-5.1-2"],
+        "wrk is the overhead benchmark's load generator (or set WRK)",
+    )?;
+    let installed = dir.join("usr").join("bin").join("wrk");
+    if !installed.is_file() {
+        return Err(format!("wrk unpacked, but {installed:?} is missing"));
+    }
+    // Debian keeps libraries in a per-architecture directory under usr/lib.
+    let libraries = std::fs::read_dir(dir.join("usr").join("lib"))
+        .map_err(|error| format!("wrk unpacked without its libraries: {error}"))?
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.is_dir());
+    let library_path =
+        std::env::join_paths(libraries).map_err(|error| format!("wrk's library path: {error}"))?;
+    let mut command = Command::new(installed);
+    command.env("LD_LIBRARY_PATH", library_path);
+    Ok(command)
+}
+
+/// Unpacks Debian `packages` into `.tools/<dir>/` on first use (`apt-get download` needs no
+/// root, but a new machine may need `apt-get update` first, which does); `why` says what
+/// fails without them.
+fn debian_packages(dir: &str, packages: &[&str], why: &str) -> Result<PathBuf> {
+    install_tool(dir, |staging| {
+        eprintln!(
+            "fusebox: installing Debian's {} into .tools/{dir}",
+            packages.join(", ")
+        );
         let download = || {
             Command::new("apt-get")
-                .args([
-                    "download",
-                    "-qq",
-                    "-o",
-                    "APT::Sandbox::User=root",
-                    "binaryen",
-                ])
+                .args(["download", "-qq", "-o", "APT::Sandbox::User=root"])
+                .args(packages)
                 .current_dir(staging)
                 .status()
                 .is_ok_and(|status| status.success())
@@ -407,37 +450,40 @@ pub fn wasm_opt() -> Result<PathBuf> {
         if !download() {
             run(
                 Command::new("apt-get").args(["update", "-qq"]),
-                "apt-get update (to find Debian's binaryen package)",
+                &format!("apt-get update (to find Debian's {})", packages.join(", ")),
             )?;
             if !download() {
-                return Err(
-                    "apt-get download binaryen failed: wasm-opt is needed to build \
-                            fusebox.wasm (or set WASM_OPT)"
-                        .to_owned(),
-                );
+                return Err(format!(
+                    "apt-get download {} failed: {why}",
+                    packages.join(" ")
+                ));
             }
         }
-        let package = std::fs::read_dir(staging)
+        let downloaded: Vec<PathBuf> = std::fs::read_dir(staging)
             .map_err(|error| error.to_string())?
             .flatten()
             .map(|entry| entry.path())
-            .find(|path| path.extension().is_some_and(|ext| ext == "deb"))
-            .ok_or("apt-get download binaryen left no .deb")?;
-        run(
-            Command::new("dpkg-deb")
-                .arg("-x")
-                .arg(&package)
-                .arg(staging),
-            "unpacking binaryen",
-        )?;
-        std::fs::remove_file(&package).map_err(|error| error.to_string())
-    })?;
-    let installed = dir.join("usr").join("bin").join("wasm-opt");
-    if installed.is_file() {
-        Ok(installed)
-    } else {
-        Err(format!("binaryen unpacked, but {installed:?} is missing"))
-    }
+            .filter(|path| path.extension().is_some_and(|ext| ext == "deb"))
+            .collect();
+        if downloaded.len() != packages.len() {
+            return Err(format!(
+                "apt-get download {} left {} packages",
+                packages.join(" "),
+                downloaded.len()
+            ));
+        }
+        for package in downloaded {
+            run(
+                Command::new("dpkg-deb")
+                    .arg("-x")
+                    .arg(&package)
+                    .arg(staging),
+                &format!("unpacking {}", package.display()),
+            )?;
+            std::fs::remove_file(&package).map_err(|error| error.to_string())?;
+        }
+        Ok(())
+    })
 }
 
 /// Builds a workspace package's library as a release `wasm32-wasip1` module and returns its
