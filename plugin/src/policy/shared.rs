@@ -32,8 +32,9 @@ pub trait SharedStore {
     fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), WriteError>;
 }
 
-/// A value kept in a [`SharedStore`].
-pub trait SharedValue: Sized + Default {
+/// A value kept in a [`SharedStore`]. Decoding is exact (one encoding per value), so two
+/// values that compare equal have the same bytes.
+pub trait SharedValue: Sized + Default + Clone + PartialEq {
     /// Reads a value; `None` for anything that is not exactly a value of this layout.
     fn decode(bytes: &[u8]) -> Option<Self>;
     /// Writes the value.
@@ -64,7 +65,9 @@ pub struct UpdateStats {
 
 /// Reads `key`, applies `change` and writes the result back with compare-and-swap, retrying
 /// from a fresh read when another worker wrote in between. A change that leaves the value as
-/// it was writes nothing, so a read-only decision costs one host call.
+/// it was writes nothing, so a read-only decision costs one host call. "As it was" compares
+/// the decoded values, not their bytes: a breaker's layout is hundreds of bytes, and encoding
+/// and comparing them on every request cost more in wasm than the decision itself.
 pub fn update<S, V, R>(
     store: &S,
     key: &str,
@@ -84,13 +87,12 @@ where
         };
         let decoded = stored.as_deref().and_then(V::decode);
         stats.reset |= stored.is_some() && decoded.is_none();
-        let mut value = decoded.unwrap_or_default();
+        let mut value = decoded.clone().unwrap_or_default();
         let result = change(&mut value);
-        let encoded = value.encode();
-        if stored.as_deref() == Some(encoded.as_slice()) {
+        if decoded.as_ref() == Some(&value) {
             return (Ok(result), stats);
         }
-        match store.set(key, &encoded, cas) {
+        match store.set(key, &value.encode(), cas) {
             Ok(()) => return (Ok(result), stats),
             Err(WriteError::CasMismatch) => stats.cas_retries += 1,
             Err(WriteError::Host) => return (Err(UpdateError::Host), stats),
@@ -136,7 +138,7 @@ mod tests {
     use super::*;
     use wasm_bindgen_test::wasm_bindgen_test;
 
-    #[derive(Debug, Default, PartialEq)]
+    #[derive(Debug, Default, Clone, PartialEq)]
     struct Counter(u32);
 
     impl SharedValue for Counter {
