@@ -1,6 +1,8 @@
 //! Breaker glue: finds the request's breaker in shared data, asks its gate, records the
 //! outcome, and reports every transition as a stat and a log line.
 
+use std::rc::Rc;
+
 use fusebox_policy_schema::{BreakerConfig, BreakerScope, Policy, PolicyId};
 
 use super::host;
@@ -15,8 +17,8 @@ use crate::policy::shared::{update, UpdateError};
 
 /// What a request holds after the gate let it through: where to record its outcome.
 pub struct Ticket {
-    pub key: String,
-    pub scope: String,
+    pub key: Rc<str>,
+    pub scope: Rc<str>,
     pub probe: bool,
 }
 
@@ -30,25 +32,47 @@ pub enum Gate {
     Unavailable,
 }
 
-fn scope_of(config: &BreakerConfig) -> String {
-    match config.scope {
-        BreakerScope::Route => "route".to_owned(),
-        BreakerScope::Cluster => {
-            host::property_string(&["xds", "cluster_name"]).unwrap_or_default()
-        }
-    }
+/// Where a policy's breaker lives in shared data, worked out at configure time: its
+/// configuration's fingerprint, part of every key, and a route-scoped breaker's whole key, so
+/// that a request formats no key (a cluster-scoped breaker's depends on the request's cluster).
+#[derive(Default)]
+pub struct BreakerHome {
+    fingerprint: u64,
+    /// `Some` for a route-scoped breaker.
+    route: Option<(Rc<str>, Rc<str>)>,
 }
 
-/// Creates a route-scoped breaker's key at configure time, so no two workers ever race to
-/// insert it (an insert is not compare-and-swap).
-pub fn initialise(policy: &Policy, fingerprint: u64) {
-    if policy
-        .breaker
-        .as_ref()
-        .is_some_and(|c| c.scope == BreakerScope::Route)
-    {
-        let key = breaker_key(&policy.name, fingerprint, "route");
-        let _ = update(&HostStore, &key, |_: &mut BreakerState| ());
+impl BreakerHome {
+    /// The policy's breaker home; creates a route-scoped breaker's key, so no two workers
+    /// ever race to insert it (an insert is not compare-and-swap).
+    pub fn initialise(policy: &Policy) -> BreakerHome {
+        let Some(config) = policy.breaker.as_ref() else {
+            return BreakerHome::default();
+        };
+        let fingerprint = config.fingerprint();
+        let route = (config.scope == BreakerScope::Route).then(|| {
+            let key = breaker_key(&policy.name, fingerprint, "route");
+            let _ = update(&HostStore, &key, |_: &mut BreakerState| ());
+            (Rc::from(key), Rc::from("route"))
+        });
+        BreakerHome { fingerprint, route }
+    }
+
+    /// The request's breaker key and scope.
+    fn key_and_scope(&self, policy: &Policy, config: &BreakerConfig) -> (Rc<str>, Rc<str>) {
+        match (&self.route, config.scope) {
+            (Some((key, scope)), BreakerScope::Route) => (Rc::clone(key), Rc::clone(scope)),
+            _ => {
+                let scope = match config.scope {
+                    BreakerScope::Route => "route".to_owned(),
+                    BreakerScope::Cluster => {
+                        host::property_string(&["xds", "cluster_name"]).unwrap_or_default()
+                    }
+                };
+                let key = breaker_key(&policy.name, self.fingerprint, &scope);
+                (Rc::from(key), Rc::from(scope))
+            }
+        }
     }
 }
 
@@ -99,9 +123,8 @@ impl Reporter<'_> {
     }
 
     /// Asks the policy's breaker whether the request may call the upstream.
-    pub fn admit(&self, config: &BreakerConfig, fingerprint: u64, now_ms: u64) -> Gate {
-        let scope = scope_of(config);
-        let key = breaker_key(&self.policy.name, fingerprint, &scope);
+    pub fn admit(&self, config: &BreakerConfig, home: &BreakerHome, now_ms: u64) -> Gate {
+        let (key, scope) = home.key_and_scope(self.policy, config);
         let (result, stats) = update(&HostStore, &key, |state: &mut BreakerState| {
             let (admission, transition) = state.admit(config, now_ms);
             (admission, transition.map(|t| (t, state.clone())))

@@ -472,11 +472,7 @@ fn decide_breaker(
 ) -> Option<Reject> {
     let config = policy.breaker.as_ref()?;
     let policy_id = state.selection.policy?;
-    let fingerprint = runtime
-        .breaker_fingerprints
-        .get(policy_id.index())
-        .copied()
-        .unwrap_or(0);
+    let home = runtime.breakers.get(policy_id.index())?;
     let reporter = Reporter {
         metrics: &runtime.metrics,
         policy,
@@ -488,7 +484,7 @@ fn decide_breaker(
         ticket,
         outcome: None,
     };
-    let (record, rejection) = match reporter.admit(config, fingerprint, now_nanos / 1_000_000) {
+    let (record, rejection) = match reporter.admit(config, home, now_nanos / 1_000_000) {
         Gate::Admitted(ticket) => {
             let gate = if ticket.probe { "probe" } else { "admitted" };
             (record(gate, Some(ticket)), None)

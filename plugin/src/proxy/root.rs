@@ -9,7 +9,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
 
-use super::breaker;
+use super::breaker::BreakerHome;
 use super::host;
 use super::http::FuseboxHttp;
 use super::log_lines;
@@ -24,8 +24,8 @@ use crate::policy::shed::InFlight;
 pub struct Runtime {
     pub config: Config,
     pub metrics: Metrics,
-    /// Per policy: the breaker configuration's fingerprint, part of its shared-data key.
-    pub breaker_fingerprints: Vec<u64>,
+    /// Per policy: where its breaker lives in shared data.
+    pub breakers: Vec<BreakerHome>,
     /// Per policy: what shedding needs on every request.
     pub shed: Vec<Option<ShedRuntime>>,
     /// Each route's metadata policy, forgotten on every flush.
@@ -67,17 +67,10 @@ impl RootContext for FuseboxRoot {
                     ),
                 );
                 let metrics = Metrics::define(&config);
-                let breaker_fingerprints = config
+                let breakers = config
                     .policies()
                     .iter()
-                    .map(|policy| {
-                        let fingerprint = policy
-                            .breaker
-                            .as_ref()
-                            .map_or(0, |config| config.fingerprint());
-                        breaker::initialise(policy, fingerprint);
-                        fingerprint
-                    })
+                    .map(BreakerHome::initialise)
                     .collect();
                 let shed: Vec<Option<ShedRuntime>> =
                     config.policies().iter().map(ShedRuntime::new).collect();
@@ -95,7 +88,7 @@ impl RootContext for FuseboxRoot {
                 self.runtime = Some(Rc::new(Runtime {
                     config,
                     metrics,
-                    breaker_fingerprints,
+                    breakers,
                     shed,
                     route_metadata: RouteMetadataCache::default(),
                 }));
