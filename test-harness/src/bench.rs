@@ -22,6 +22,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::envoy::Envoy;
+use crate::instructions::{self, CountedEnvoy};
 use crate::load::{closed_loop, open_loop, LoadResult};
 use crate::provision::{self, repo_root};
 use crate::upstream::Upstream;
@@ -34,6 +35,10 @@ pub struct BenchOptions {
     pub rounds: usize,
     /// Closed-loop time per listener per round.
     pub duration: Duration,
+    /// Requests whose instructions are counted, per setup (see [`instructions`]).
+    pub counted_requests: u32,
+    /// Whether instructions are also counted feature by feature ([`FEATURES`]).
+    pub count_features: bool,
 }
 
 impl BenchOptions {
@@ -41,11 +46,15 @@ impl BenchOptions {
     pub const QUICK: BenchOptions = BenchOptions {
         rounds: 1,
         duration: Duration::from_millis(800),
+        counted_requests: 200,
+        count_features: false,
     };
     /// The run whose figures go in the README.
     pub const FULL: BenchOptions = BenchOptions {
         rounds: 7,
         duration: Duration::from_secs(3),
+        counted_requests: 1_000,
+        count_features: true,
     };
 }
 
@@ -311,7 +320,187 @@ pub fn run(options: BenchOptions) -> Result<(), String> {
             host_calls,
         },
         &fusebox,
+    )?;
+    count_instructions(upstream.addr(), &fusebox, &empty, &plugin_config, options)
+}
+
+/// `cargo harness bench --instructions`: only the instruction counts (see
+/// [`count_instructions`]).
+pub fn instructions(options: BenchOptions) -> Result<(), String> {
+    provision::wasm_targets()?;
+    let fusebox = provision::plugin_wasm()?;
+    let empty = provision::build_wasm("fusebox-empty-filter", "fusebox_empty_filter")?;
+    let upstream = Upstream::start_unrecorded().map_err(|e| e.to_string())?;
+    count_instructions(
+        upstream.addr(),
+        &fusebox,
+        &empty,
+        &plugin_config()?,
+        options,
     )
+}
+
+/// One setup whose instructions are counted: its listener's name, the module it runs (none
+/// for no filter) and the module's configuration.
+struct CountedSetup<'a> {
+    name: String,
+    wasm: Option<&'a std::path::Path>,
+    config: String,
+}
+
+/// Instructions per request of each setup, each in its own one-worker Envoy under callgrind,
+/// one after the other (see [`crate::instructions`]).
+fn instructions_per_request(
+    setups: &[CountedSetup<'_>],
+    upstream: std::net::SocketAddr,
+    requests: u32,
+) -> Result<Vec<f64>, String> {
+    setups
+        .iter()
+        .map(|setup| {
+            let yaml = single_filter_yaml(&setup.name, setup.wasm, &setup.config, upstream);
+            let counted = CountedEnvoy::start(&yaml)?;
+            let count = counted.per_request(counted.listener(&setup.name)?, requests)?;
+            eprintln!(
+                "  {:<24} {count:>10.0} instructions per request",
+                setup.name
+            );
+            Ok(count)
+        })
+        .collect()
+}
+
+/// Counts the instructions Envoy runs per request with no filter, the empty filter and
+/// fusebox (and, for a full run, fusebox feature by feature), prints them with the ratio of
+/// what fusebox and the empty filter add, and writes `target/fusebox-bench/instructions.json`.
+fn count_instructions(
+    upstream: std::net::SocketAddr,
+    fusebox: &std::path::Path,
+    empty: &std::path::Path,
+    plugin_config: &str,
+    options: BenchOptions,
+) -> Result<(), String> {
+    let setup = |name: &str, wasm, config: &str| CountedSetup {
+        name: name.to_owned(),
+        wasm,
+        config: config.to_owned(),
+    };
+    let mut setups = vec![
+        setup("no_filter", None, ""),
+        setup("empty_wasm", Some(empty), ""),
+        setup("fusebox", Some(fusebox), plugin_config),
+    ];
+    if options.count_features {
+        setups.push(setup(
+            "fusebox_log_decisions",
+            Some(fusebox),
+            &log_decisions_only(plugin_config)?,
+        ));
+        for (index, (_, config)) in FEATURES.iter().enumerate() {
+            setups.push(setup(&format!("feature_{index}"), Some(fusebox), config));
+        }
+    }
+    eprintln!(
+        "counting instructions under callgrind ({} requests per setup after {}; tens of seconds per setup):",
+        options.counted_requests,
+        instructions::WARM_UP
+    );
+    let counts = instructions_per_request(&setups, upstream, options.counted_requests)?;
+    let count = |index: usize| counts.get(index).copied().unwrap_or(0.0);
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "\nEnvoy instructions per request (callgrind; {} requests in sequence on one connection, \
+         after {} uncounted; one worker; each setup in its own Envoy):",
+        options.counted_requests,
+        instructions::WARM_UP
+    );
+    let _ = writeln!(
+        table,
+        "{:<24} {:>14} {:>12}",
+        "setup", "instructions", "added"
+    );
+    for (index, setup) in setups.iter().enumerate().take(4) {
+        let _ = writeln!(
+            table,
+            "{:<24} {:>14.0} {:>+12.0}",
+            setup.name,
+            count(index),
+            count(index) - count(0)
+        );
+    }
+    let empty_added = count(1) - count(0);
+    let ratio = (empty_added > 0.0).then(|| (count(2) - count(0)) / empty_added);
+    let _ = writeln!(
+        table,
+        "fusebox's added instructions / the empty filter's: {}",
+        ratio.map_or("unmeasurable".to_owned(), |ratio| format!("{ratio:.1}x"))
+    );
+    let features: Vec<(&str, f64)> = FEATURES
+        .iter()
+        .enumerate()
+        .filter_map(|(index, (name, _))| Some((*name, counts.get(4 + index)? - count(1))))
+        .collect();
+    if !features.is_empty() {
+        let _ = writeln!(
+            table,
+            "instructions per request fusebox adds over the empty filter, feature by feature:"
+        );
+        for (name, added) in &features {
+            let _ = writeln!(table, "  {name:<20} {added:>+10.0}");
+        }
+    }
+    println!("{table}");
+    let dir = repo_root().join("target").join("fusebox-bench");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let document = json!({
+        "counted_requests": options.counted_requests,
+        "instructions_per_request": setups.iter().zip(&counts).map(|(setup, count)| (setup.name.clone(), json!(count))).collect::<serde_json::Map<_, _>>(),
+        "overhead_vs_empty_wasm": ratio,
+        "feature_added_instructions": features.iter().map(|(name, added)| (name.to_string(), json!(added))).collect::<serde_json::Map<_, _>>(),
+    });
+    let path = dir.join("instructions.json");
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&document).unwrap_or_default(),
+    )
+    .map_err(|e| e.to_string())?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+/// `cargo harness bench --compare OTHER.wasm --instructions`: the instructions per request of
+/// this build and another, same configuration, each in its own Envoy under callgrind.
+pub fn compare_instructions(other: &std::path::Path, options: BenchOptions) -> Result<(), String> {
+    let other = other
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", other.display()))?;
+    provision::wasm_targets()?;
+    let fusebox = provision::plugin_wasm()?;
+    let upstream = Upstream::start_unrecorded().map_err(|e| e.to_string())?;
+    let config = plugin_config()?;
+    let setups = [
+        CountedSetup {
+            name: "compare_this".to_owned(),
+            wasm: Some(&fusebox),
+            config: config.clone(),
+        },
+        CountedSetup {
+            name: "compare_other".to_owned(),
+            wasm: Some(&other),
+            config,
+        },
+    ];
+    let counts = instructions_per_request(&setups, upstream.addr(), options.counted_requests)?;
+    let (this, that) = (figure(&counts, 0), figure(&counts, 1));
+    println!(
+        "Envoy instructions per request (callgrind): this build {this:.0}, {} {that:.0}; \
+         difference {:+.0} ({:+.2}%)",
+        other.display(),
+        this - that,
+        (this - that) / that.max(1.0) * 100.0
+    );
+    Ok(())
 }
 
 /// Everything one run measured, for the report.
@@ -521,21 +710,28 @@ fn median(mut values: Vec<f64>) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// A one-worker Envoy whose one listener, `name`, runs `wasm` with `config` (no filter for
-/// `None`) in front of `upstream`, and that listener's address.
+/// An Envoy configuration whose one listener, `name`, runs `wasm` with `config` (no filter
+/// for `None`) in front of `upstream`.
+fn single_filter_yaml(
+    name: &str,
+    wasm: Option<&std::path::Path>,
+    config: &str,
+    upstream: std::net::SocketAddr,
+) -> String {
+    let filter = wasm.map_or(String::new(), |wasm| {
+        wasm_filter(name, &wasm.to_string_lossy(), config)
+    });
+    with_upstream(&listener(name, &filter, OWNED_ID), upstream)
+}
+
+/// A one-worker Envoy running [`single_filter_yaml`], and its listener's address.
 fn single_filter_envoy(
     name: &str,
     wasm: Option<&std::path::Path>,
     config: &str,
     upstream: std::net::SocketAddr,
 ) -> Result<(Envoy, std::net::SocketAddr), String> {
-    let filter = wasm.map_or(String::new(), |wasm| {
-        wasm_filter(name, &wasm.to_string_lossy(), config)
-    });
-    let envoy = Envoy::start_yaml(
-        &with_upstream(&listener(name, &filter, OWNED_ID), upstream),
-        1,
-    )?;
+    let envoy = Envoy::start_yaml(&single_filter_yaml(name, wasm, config, upstream), 1)?;
     let address = envoy
         .listeners()
         .into_iter()

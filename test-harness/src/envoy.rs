@@ -70,12 +70,26 @@ pub fn test_spec(
     })
 }
 
-fn spawn(yaml: &str, concurrency: u32, dir: &Path) -> Result<Child, String> {
+/// Starts Envoy, or `launcher` with Envoy's command line after its own arguments (a profiler
+/// that runs Envoy, say).
+fn spawn(
+    yaml: &str,
+    concurrency: u32,
+    dir: &Path,
+    launcher: Option<Command>,
+) -> Result<Child, String> {
     let envoy = provision::envoy_bin()?;
     let config = dir.join("envoy.yaml");
     std::fs::write(&config, yaml).map_err(|e| format!("writing {config:?}: {e}"))?;
     let log = File::create(dir.join("envoy.log")).map_err(|e| format!("creating log: {e}"))?;
-    Command::new(envoy)
+    let mut command = match launcher {
+        Some(mut launcher) => {
+            launcher.arg(envoy);
+            launcher
+        }
+        None => Command::new(envoy),
+    };
+    command
         .arg("-c")
         .arg(&config)
         .args([
@@ -111,8 +125,17 @@ impl Envoy {
 
     /// Starts Envoy with a bootstrap of its own and waits until it serves traffic.
     pub fn start_yaml(yaml: &str, concurrency: u32) -> Result<Envoy, String> {
+        Self::start_yaml_under(yaml, concurrency, None)
+    }
+
+    /// Like [`Envoy::start_yaml`], with Envoy run by `launcher` (see [`spawn`]).
+    pub fn start_yaml_under(
+        yaml: &str,
+        concurrency: u32,
+        launcher: Option<Command>,
+    ) -> Result<Envoy, String> {
         let dir = scratch_dir().map_err(|e| e.to_string())?;
-        let mut child = spawn(yaml, concurrency, &dir)?;
+        let mut child = spawn(yaml, concurrency, &dir, launcher)?;
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         let log_path = dir.join("envoy.log");
         let fail = |child: &mut Child, why: String| {
@@ -162,7 +185,7 @@ impl Envoy {
     /// Starts Envoy expecting it to refuse the configuration and exit.
     pub fn start_expecting_refusal(spec: &EnvoySpec) -> Result<Refusal, String> {
         let dir = scratch_dir().map_err(|e| e.to_string())?;
-        let mut child = spawn(&render(spec), CONCURRENCY, &dir)?;
+        let mut child = spawn(&render(spec), CONCURRENCY, &dir, None)?;
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -237,6 +260,16 @@ impl Envoy {
             .parse()
             .ok()?;
         Some(kib * 1024)
+    }
+
+    /// The process started: Envoy's, or its launcher's.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The directory Envoy runs in, removed when it stops.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The admin interface's address.

@@ -7,6 +7,7 @@
 //! - [`envoy_config`]: renders Envoy bootstrap YAML, the demo's included.
 //! - [`envoy`]: runs Envoy with a rendered config at `--concurrency 2` and reads its logs and stats.
 //! - [`chaos`]: fault-injection scenarios against real Envoy, with reports and plots.
+//! - [`instructions`]: Envoy under callgrind, counting the instructions it runs per request.
 //! - [`fuzz`]: runs the cargo-fuzz targets in `fuzz/` (cargo-fuzz installed into `.tools/`).
 //! - [`client`]: a raw HTTP/1.1 client, one connection per request, that sends bytes exactly as
 //!   given (hostile header values included).
@@ -17,6 +18,7 @@ pub mod client;
 pub mod envoy;
 pub mod envoy_config;
 pub mod fuzz;
+pub mod instructions;
 pub mod load;
 pub mod provision;
 pub mod upstream;

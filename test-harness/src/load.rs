@@ -109,6 +109,29 @@ fn connection(
     result
 }
 
+/// `count` requests on one keep-alive connection, each sent when the last was answered;
+/// every one must be answered 200.
+pub fn in_sequence(addr: SocketAddr, count: u32) -> Result<(), String> {
+    let request = b"GET / HTTP/1.1\r\nhost: bench\r\n\r\n";
+    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connecting to {addr}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    for sent in 0..count {
+        stream
+            .write_all(request)
+            .map_err(|e| format!("request {sent} to {addr}: {e}"))?;
+        let response =
+            read_response(&mut stream).map_err(|e| format!("response {sent} from {addr}: {e}"))?;
+        if status_of(&response) != Some(200) {
+            return Err(format!(
+                "response {sent} from {addr}: {}",
+                String::from_utf8_lossy(response.get(..12).unwrap_or(&response))
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Closed loop with `wrk`: `connections` connections, each sending back to back for
 /// `duration` (whole seconds, at least one: `wrk` takes no less).
 pub fn closed_loop(

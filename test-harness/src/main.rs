@@ -25,6 +25,7 @@ commands:
   bench       end-to-end overhead: fusebox vs no filter, an empty wasm filter, Envoy-native
               filters, in one Envoy (--quick for a smoke run)
                 [--compare OTHER.wasm] (this build against another, alternating rounds)
+                [--instructions] (only the instructions per request, counted under callgrind)
   chaos       run fault-injection scenarios against real Envoy and write reports to
               reports/chaos/<scenario>/; exits non-zero when a hypothesis breaks
                 [--short] (CI's scaled-down profile) [--policy FILE] (your own policy)
@@ -58,12 +59,16 @@ fn main() -> ExitCode {
                 .iter()
                 .position(|arg| arg == "--compare")
                 .map(|at| args.get(at + 1).ok_or("--compare needs a .wasm path"));
-            match compare {
-                None => provision::envoy_bin().and_then(|_| bench::run(options)),
-                Some(Ok(other)) => {
+            let instructions = args.iter().any(|arg| arg == "--instructions");
+            match (compare, instructions) {
+                (None, false) => provision::envoy_bin().and_then(|_| bench::run(options)),
+                (None, true) => provision::envoy_bin().and_then(|_| bench::instructions(options)),
+                (Some(Ok(other)), false) => {
                     provision::envoy_bin().and_then(|_| bench::compare(Path::new(other), options))
                 }
-                Some(Err(message)) => Err(message.to_owned()),
+                (Some(Ok(other)), true) => provision::envoy_bin()
+                    .and_then(|_| bench::compare_instructions(Path::new(other), options)),
+                (Some(Err(message)), _) => Err(message.to_owned()),
             }
         }
         "upstream" => upstream(),

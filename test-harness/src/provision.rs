@@ -430,6 +430,66 @@ pub fn wrk() -> Result<Command> {
     Ok(command)
 }
 
+/// Valgrind, whose callgrind counts the instructions Envoy runs per request: `$VALGRIND` (a
+/// `valgrind` with `vgdb` beside it) if set, otherwise Debian's `valgrind` package unpacked
+/// into `.tools/valgrind/` on first use and told where its tools are.
+pub struct Valgrind {
+    valgrind: PathBuf,
+    vgdb: PathBuf,
+    /// The tools' directory, for a copy unpacked away from where it was built to live.
+    tools: Option<PathBuf>,
+}
+
+impl Valgrind {
+    /// `valgrind`, ready for its arguments.
+    pub fn valgrind(&self) -> Command {
+        self.command(&self.valgrind)
+    }
+
+    /// `vgdb`, which sends a running valgrind commands (callgrind's `zero` and `dump`).
+    pub fn vgdb(&self) -> Command {
+        self.command(&self.vgdb)
+    }
+
+    fn command(&self, program: &Path) -> Command {
+        let mut command = Command::new(program);
+        if let Some(tools) = &self.tools {
+            command.env("VALGRIND_LIB", tools);
+        }
+        command
+    }
+}
+
+/// See [`Valgrind`].
+pub fn valgrind() -> Result<Valgrind> {
+    if let Some(path) = std::env::var_os("VALGRIND").filter(|path| !path.is_empty()) {
+        let valgrind = PathBuf::from(path);
+        return Ok(Valgrind {
+            vgdb: valgrind.with_file_name("vgdb"),
+            valgrind,
+            tools: None,
+        });
+    }
+    let dir = debian_packages(
+        "valgrind",
+        &["valgrind"],
+        "callgrind counts the overhead benchmark's instructions (or set VALGRIND)",
+    )?;
+    let bin = dir.join("usr").join("bin");
+    // Debian's `valgrind` is a shell script around `valgrind.bin` that adds paths of its own.
+    let installed = Valgrind {
+        valgrind: bin.join("valgrind.bin"),
+        vgdb: bin.join("vgdb"),
+        tools: Some(dir.join("usr").join("libexec").join("valgrind")),
+    };
+    for path in [&installed.valgrind, &installed.vgdb] {
+        if !path.is_file() {
+            return Err(format!("valgrind unpacked, but {path:?} is missing"));
+        }
+    }
+    Ok(installed)
+}
+
 /// Unpacks Debian `packages` into `.tools/<dir>/` on first use (`apt-get download` needs no
 /// root, but a new machine may need `apt-get update` first, which does); `why` says what
 /// fails without them.
