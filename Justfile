@@ -36,7 +36,7 @@ schema:
 bench:
     cargo bench -p fusebox-benches
 
-# End-to-end overhead in Envoy against no filter, an empty wasm filter, Envoy-native filters (args: --quick, --compare OTHER.wasm).
+# End-to-end overhead in Envoy against no filter, an empty wasm filter, Envoy-native filters (args: --quick, --compare OTHER.wasm, --instructions).
 overhead *args:
     cargo harness bench {{args}}
 

@@ -15,6 +15,10 @@
 //! between setups measured back to back, where both saw the same spell of the machine. Never
 //! at once: two Envoys loaded together on two cores both run cold, and every filter then
 //! costs several times what it costs on a core of its own.
+//!
+//! Last, each setup runs again in an Envoy of its own under callgrind, which counts the
+//! instructions Envoy runs per request (see [`crate::instructions`]): a figure that does not
+//! move with the machine, for ranking changes too small for CPU time to show.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -447,7 +451,7 @@ fn count_instructions(
             "instructions per request fusebox adds over the empty filter, feature by feature:"
         );
         for (name, added) in &features {
-            let _ = writeln!(table, "  {name:<20} {added:>+10.0}");
+            let _ = writeln!(table, "  {name:<22} {added:>+10.0}");
         }
     }
     println!("{table}");
