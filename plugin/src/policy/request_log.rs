@@ -32,15 +32,19 @@ impl UnixTime {
             (seconds % 60, 2),
             (millis_of_day % 1_000, 3),
         ];
-        // The template's zeros are exactly its digits, in order.
+        // Each field's digits, written last digit first, in the template's next run of zeros.
         let mut text = *b"0000-00-00T00:00:00.000Z";
-        let mut digits = text.iter_mut().filter(|byte| **byte == b'0');
-        for (value, width) in fields {
-            for place in (0..width).rev() {
-                if let Some(digit) = digits.next() {
-                    *digit = b'0' + (value / 10u64.pow(place) % 10) as u8;
+        let mut end = 0;
+        for (mut value, width) in fields {
+            end += width;
+            for at in (end - width..end).rev() {
+                if let Some(digit) = text.get_mut(at) {
+                    *digit = b'0' + (value % 10) as u8;
                 }
+                value /= 10;
             }
+            // The separator after the field.
+            end += 1;
         }
         text
     }

@@ -31,7 +31,11 @@ pub fn property(path: &[&str]) -> Option<Vec<u8>> {
 
 /// A string property; invalid UTF-8 is replaced rather than refused.
 pub fn property_string(path: &[&str]) -> Option<String> {
-    property(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+    // Valid UTF-8 keeps the host's buffer; only a property that needs mending is copied.
+    property(path).map(|bytes| {
+        String::from_utf8(bytes)
+            .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
+    })
 }
 
 /// An integer property (Envoy encodes them as 8 little-endian bytes).
