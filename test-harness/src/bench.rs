@@ -455,34 +455,48 @@ fn count_instructions(
         }
     }
     println!("{table}");
-    let dir = repo_root().join("target").join("fusebox-bench");
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let document = json!({
         "counted_requests": options.counted_requests,
-        "instructions_per_request": setups.iter().zip(&counts).map(|(setup, count)| (setup.name.clone(), json!(count))).collect::<serde_json::Map<_, _>>(),
+        "instructions_per_request": by_name(setups.iter().map(|setup| setup.name.as_str()).zip(counts.iter().copied())),
         "overhead_vs_empty_wasm": ratio,
-        "feature_added_instructions": features.iter().map(|(name, added)| (name.to_string(), json!(added))).collect::<serde_json::Map<_, _>>(),
+        "feature_added_instructions": by_name(features.iter().copied()),
     });
-    let path = dir.join("instructions.json");
-    std::fs::write(
-        &path,
-        serde_json::to_string_pretty(&document).unwrap_or_default(),
-    )
-    .map_err(|e| e.to_string())?;
+    let path = write_result("instructions.json", &document)?;
     println!("wrote {}", path.display());
     Ok(())
+}
+
+/// Figures as a JSON object keyed by their names.
+fn by_name<'a>(figures: impl Iterator<Item = (&'a str, f64)>) -> serde_json::Value {
+    serde_json::Value::Object(
+        figures
+            .map(|(name, figure)| (name.to_owned(), json!(figure)))
+            .collect(),
+    )
+}
+
+/// Writes `document` as `target/fusebox-bench/<name>` and returns its path.
+fn write_result(name: &str, document: &serde_json::Value) -> Result<std::path::PathBuf, String> {
+    let dir = repo_root().join("target").join("fusebox-bench");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(document).unwrap_or_default(),
+    )
+    .map_err(|e| format!("{path:?}: {e}"))?;
+    Ok(path)
 }
 
 /// `cargo harness bench --compare OTHER.wasm --instructions`: the instructions per request of
 /// this build and another, same configuration, each in its own Envoy under callgrind.
 pub fn compare_instructions(other: &std::path::Path, options: BenchOptions) -> Result<(), String> {
-    let other = other
-        .canonicalize()
-        .map_err(|e| format!("{}: {e}", other.display()))?;
-    provision::wasm_targets()?;
-    let fusebox = provision::plugin_wasm()?;
-    let upstream = Upstream::start_unrecorded().map_err(|e| e.to_string())?;
-    let config = plugin_config()?;
+    let Comparison {
+        other,
+        fusebox,
+        upstream,
+        config,
+    } = Comparison::prepare(other)?;
     let setups = [
         CountedSetup {
             name: "compare_this".to_owned(),
@@ -646,6 +660,30 @@ fn median_round(mut tallies: Vec<Tally>) -> Tally {
     median
 }
 
+/// What `--compare` needs: both builds, an upstream and the plugin configuration.
+struct Comparison {
+    other: std::path::PathBuf,
+    fusebox: std::path::PathBuf,
+    upstream: Upstream,
+    config: String,
+}
+
+impl Comparison {
+    fn prepare(other: &std::path::Path) -> Result<Comparison, String> {
+        // Envoy runs in a scratch directory: the path must not be relative.
+        let other = other
+            .canonicalize()
+            .map_err(|e| format!("{}: {e}", other.display()))?;
+        provision::wasm_targets()?;
+        Ok(Comparison {
+            other,
+            fusebox: provision::plugin_wasm()?,
+            upstream: Upstream::start_unrecorded().map_err(|e| e.to_string())?,
+            config: plugin_config()?,
+        })
+    }
+}
+
 /// Rounds for `--compare`: enough that the median of the per-round differences stands still.
 const COMPARE_ROUNDS: usize = 12;
 
@@ -655,14 +693,12 @@ const COMPARE_ROUNDS: usize = 12;
 /// [`COMPARE_ROUNDS`] rounds. Prints each build's user CPU per request, round by round, and
 /// the median of the per-round differences.
 pub fn compare(other: &std::path::Path, options: BenchOptions) -> Result<(), String> {
-    // Envoy runs in a scratch directory: the path must not be relative.
-    let other = other
-        .canonicalize()
-        .map_err(|e| format!("{}: {e}", other.display()))?;
-    provision::wasm_targets()?;
-    let fusebox = provision::plugin_wasm()?;
-    let upstream = Upstream::start_unrecorded().map_err(|e| e.to_string())?;
-    let config = plugin_config()?;
+    let Comparison {
+        other,
+        fusebox,
+        upstream,
+        config,
+    } = Comparison::prepare(other)?;
     let this = single_filter_envoy("compare_this", Some(&fusebox), &config, upstream.addr())?;
     let that = single_filter_envoy("compare_other", Some(&other), &config, upstream.addr())?;
     let rounds = options.rounds.max(COMPARE_ROUNDS);
@@ -988,8 +1024,6 @@ fn report(findings: &Findings, fusebox: &std::path::Path) -> Result<(), String> 
     );
     println!("{table}");
 
-    let dir = repo_root().join("target").join("fusebox-bench");
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let setups: Vec<_> = LISTENERS
         .iter()
         .zip(tallies)
@@ -1012,16 +1046,11 @@ fn report(findings: &Findings, fusebox: &std::path::Path) -> Result<(), String> 
         "cas_requests": cas_requests,
         "envoy_resident_bytes": memory,
         "native_cpu_us_per_request": native.cpu_us_per_request(),
-        "feature_added_user_cpu_us": features.iter().map(|(name, us)| (name.to_string(), json!(us))).collect::<serde_json::Map<_, _>>(),
-        "host_call_cpu_us": host_calls.iter().map(|(name, us)| (name.to_string(), json!(us))).collect::<serde_json::Map<_, _>>(),
+        "feature_added_user_cpu_us": by_name(features.iter().copied()),
+        "host_call_cpu_us": by_name(host_calls.iter().copied()),
     });
-    let json_path = dir.join("overhead.json");
-    std::fs::write(
-        &json_path,
-        serde_json::to_string_pretty(&document).unwrap_or_default(),
-    )
-    .map_err(|e| e.to_string())?;
-    let svg_path = dir.join("overhead.svg");
+    let json_path = write_result("overhead.json", &document)?;
+    let svg_path = json_path.with_file_name("overhead.svg");
     std::fs::write(&svg_path, svg(tallies)).map_err(|e| e.to_string())?;
     println!("wrote {} and {}", json_path.display(), svg_path.display());
     Ok(())
