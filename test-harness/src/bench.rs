@@ -400,6 +400,10 @@ fn count_instructions(
             Some(fusebox),
             &log_decisions_only(plugin_config)?,
         ));
+    }
+    // The whole-filter setups come first, the feature lines (if any) after them.
+    let whole_filters = setups.len();
+    if options.count_features {
         for (index, (_, config)) in FEATURES.iter().enumerate() {
             setups.push(setup(&format!("feature_{index}"), Some(fusebox), config));
         }
@@ -424,17 +428,20 @@ fn count_instructions(
         "{:<24} {:>14} {:>12}",
         "setup", "instructions", "added"
     );
-    for (index, setup) in setups.iter().enumerate().take(4) {
+    // Indices of the first three setups, always counted.
+    let (no_filter, empty_filter, whole_fusebox) = (0, 1, 2);
+    for (index, setup) in setups.iter().enumerate().take(whole_filters) {
         let _ = writeln!(
             table,
             "{:<24} {:>14.0} {:>+12.0}",
             setup.name,
             count(index),
-            count(index) - count(0)
+            count(index) - count(no_filter)
         );
     }
-    let empty_added = count(1) - count(0);
-    let ratio = (empty_added > 0.0).then(|| (count(2) - count(0)) / empty_added);
+    let empty_added = count(empty_filter) - count(no_filter);
+    let ratio =
+        (empty_added > 0.0).then(|| (count(whole_fusebox) - count(no_filter)) / empty_added);
     let _ = writeln!(
         table,
         "fusebox's added instructions / the empty filter's: {}",
@@ -443,7 +450,12 @@ fn count_instructions(
     let features: Vec<(&str, f64)> = FEATURES
         .iter()
         .enumerate()
-        .filter_map(|(index, (name, _))| Some((*name, counts.get(4 + index)? - count(1))))
+        .filter_map(|(index, (name, _))| {
+            Some((
+                *name,
+                counts.get(whole_filters + index)? - count(empty_filter),
+            ))
+        })
         .collect();
     if !features.is_empty() {
         let _ = writeln!(

@@ -267,11 +267,6 @@ impl Envoy {
         self.child.id()
     }
 
-    /// The directory Envoy runs in, removed when it stops.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// The admin interface's address.
     pub fn admin(&self) -> SocketAddr {
         self.admin

@@ -60,11 +60,6 @@ impl CountedEnvoy {
         })
     }
 
-    /// The running Envoy.
-    pub fn envoy(&self) -> &Envoy {
-        &self.envoy
-    }
-
     /// The address of the listener called `name`.
     pub fn listener(&self, name: &str) -> Result<SocketAddr, String> {
         self.envoy
